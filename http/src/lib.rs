@@ -1,0 +1,12 @@
+//! The HTTP edge shared by the `command` and `query` services: RFC 9457 problem responses,
+//! tenant authentication by API key, and JSON bodies whose errors name the offending field.
+
+pub mod api_key;
+pub mod json_body;
+pub mod problem;
+pub mod tenant_auth;
+
+pub use api_key::{ApiKey, ApiKeyHash};
+pub use json_body::ApiJson;
+pub use problem::{ApiError, ProblemDetails};
+pub use tenant_auth::{AuthenticatedTenant, TenantAuthenticator};

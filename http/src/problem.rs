@@ -1,0 +1,147 @@
+//! API errors as `application/problem+json` (RFC 9457). Messages say what the caller can do
+//! about the error; internal details are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error body as described by RFC 9457.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetails {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// The request field at fault, as a JSON path (`payload`, `events[2]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized(String),
+    NotFound(String),
+    Conflict(String),
+    MalformedJson(String),
+    BadRequest(String),
+    InvalidField { field: String, message: String },
+    PayloadTooLarge { limit_bytes: usize },
+    Unavailable(String),
+    Internal,
+}
+
+impl std::error::Error for ApiError {}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{} {}", self.status().as_u16(), self.detail())
+    }
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Logs the cause and hides it from the caller.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::Internal
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::MalformedJson(_) => "malformed-json",
+            Self::BadRequest(_) => "bad-request",
+            Self::InvalidField { .. } => "invalid-field",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Unauthorized(message)
+            | Self::NotFound(message)
+            | Self::Conflict(message)
+            | Self::BadRequest(message)
+            | Self::Unavailable(message) => message.clone(),
+            Self::MalformedJson(message) => format!("request body is not valid JSON: {message}"),
+            Self::InvalidField { field, message } => format!("`{field}`: {message}"),
+            Self::PayloadTooLarge { limit_bytes } => {
+                format!("request body exceeds the limit of {limit_bytes} bytes")
+            }
+            Self::Internal => {
+                "the server failed to handle the request; it was logged, retry later".to_owned()
+            }
+        }
+    }
+
+    pub fn to_problem(&self) -> ProblemDetails {
+        let status = self.status();
+        ProblemDetails {
+            problem_type: format!("https://herald.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            field: match self {
+                Self::InvalidField { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.to_problem()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(%error, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry later".to_owned())
+            }
+            other => Self::internal(&other),
+        }
+    }
+}

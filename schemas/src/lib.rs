@@ -1,0 +1,20 @@
+//! The contract of Herald's append-only log.
+//!
+//! Everything that happens to an event is a message in NATS JetStream. This crate names those
+//! messages (past-tense facts, versioned per variant), the subjects they are published on and
+//! the streams that hold them. Outside subscribers use the JSON Schema generated from these
+//! types (`schemas/json/`). The crate does no I/O so that every service, test and tool can
+//! share it.
+
+pub mod ids;
+pub mod log_message;
+pub mod messages;
+pub mod subjects;
+
+pub use ids::{AttemptId, EndpointId, EventId, TenantId};
+pub use log_message::{DecodeError, LogMessage};
+pub use messages::{
+    AttemptOutcome, AttemptRecorded, EndpointCreated, EndpointSnapshot, ErrorClass, EventAccepted,
+    RetryDue, TenantCreated,
+};
+pub use subjects::Namespace;

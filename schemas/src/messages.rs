@@ -1,0 +1,181 @@
+//! The facts Herald records. Each type here is the payload of one versioned variant of
+//! [`crate::LogMessage`]; once published, a variant's shape never changes: a new shape is a new
+//! variant (`….v2`) and old payloads are upcast when decoded.
+
+use crate::ids::{AttemptId, EndpointId, EventId, TenantId};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A producer's event was validated, routed and durably appended to the log.
+///
+/// The endpoints it must reach are decided at ingest, so the log alone says which deliveries
+/// exist, and a configuration change never re-routes an event already accepted.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EventAccepted {
+    pub event_id: EventId,
+    pub tenant_id: TenantId,
+    /// The producer's event type, e.g. `invoice.paid`.
+    pub event_type: String,
+    /// The producer's payload, byte for byte as it was accepted.
+    #[schemars(with = "serde_json::Value")]
+    pub payload: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub accepted_at: DateTime<Utc>,
+    /// W3C trace id (32 lowercase hex digits) shared by every attempt of this event.
+    pub trace_id: String,
+    /// Endpoints subscribed to this event when it was accepted; one delivery each.
+    pub endpoint_ids: Vec<EndpointId>,
+}
+
+/// How one attempt ended, and so what happens to its delivery next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The receiver answered 2xx; the delivery is done.
+    Succeeded,
+    /// The attempt failed and another one is scheduled at `next_attempt_at`.
+    RetryScheduled,
+    /// The attempt failed in a way retrying cannot fix (e.g. 400, redirect); the delivery is done.
+    Failed,
+    /// The attempt failed and the retry policy is exhausted; the delivery is done.
+    DeadLettered,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::Failed => "failed",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// Whether no further attempt follows this one.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::RetryScheduled)
+    }
+}
+
+/// Why an attempt did not succeed, coarse enough to aggregate on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The receiver answered 3xx; redirects are never followed.
+    Http3xx,
+    /// The receiver answered 429 Too Many Requests.
+    Http429,
+    /// The receiver answered another 4xx.
+    Http4xx,
+    /// The receiver answered 5xx.
+    Http5xx,
+    /// A status outside 100–599 or another protocol violation.
+    HttpInvalid,
+    /// No connection could be made (refused, reset, unreachable).
+    Connection,
+    /// The host name did not resolve.
+    Dns,
+    /// The connect, first-byte or total deadline passed.
+    Timeout,
+    /// The target resolved to an address the SSRF guard refuses.
+    TargetRefused,
+    /// The endpoint was deleted or disabled before the attempt.
+    EndpointUnavailable,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http3xx => "http_3xx",
+            Self::Http429 => "http_429",
+            Self::Http4xx => "http_4xx",
+            Self::Http5xx => "http_5xx",
+            Self::HttpInvalid => "http_invalid",
+            Self::Connection => "connection",
+            Self::Dns => "dns",
+            Self::Timeout => "timeout",
+            Self::TargetRefused => "target_refused",
+            Self::EndpointUnavailable => "endpoint_unavailable",
+        }
+    }
+}
+
+/// One HTTP attempt to deliver an event to an endpoint, and what it decided.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptRecorded {
+    pub attempt_id: AttemptId,
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub trace_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt of this delivery.
+    pub attempt_number: u32,
+    /// When the event was accepted, so end-to-end latency needs no join.
+    pub event_accepted_at: DateTime<Utc>,
+    /// When this attempt was due.
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The receiver's status code, when it answered at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// A short human-readable reason; never contains secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// From the start of the request to the end of the response (or the failure).
+    pub latency_ms: u32,
+    pub outcome: AttemptOutcome,
+    /// Set when `outcome` is `retry_scheduled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery's next attempt is due. Internal to `delivery/`: published on the retry stream
+/// so that no retry timer lives only in a process's memory.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RetryDue {
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    /// The log stream sequence of the event's `EventAccepted`, to read its payload back.
+    pub event_sequence: u64,
+    /// The number the next attempt will carry.
+    pub attempt_number: u32,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A tenant was created by an operator.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TenantCreated {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An endpoint's configuration as it is after a change. The signing secret is never included.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointSnapshot {
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    /// Event types delivered to this endpoint; absent means every type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Vec<String>>,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An endpoint was created.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointCreated {
+    pub endpoint: EndpointSnapshot,
+}
