@@ -1,0 +1,143 @@
+//! `POST /v1/webhook_endpoints`: a tenant subscribes a receiver URL.
+
+use crate::state::CommandState;
+use crate::validation;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use herald_delivery::SigningSecret;
+use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_schemas::{EndpointCreated, EndpointId, EndpointSnapshot, LogMessage};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where events are POSTed; http or https.
+    #[schema(example = "https://example.com/webhooks")]
+    pub url: String,
+    /// Event types to deliver; absent delivers every type.
+    pub events: Option<Vec<String>>,
+    /// A `whsec_<base64>` secret (24-64 bytes); generated when absent.
+    pub secret: Option<String>,
+    /// Defaults to true.
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+}
+
+/// An endpoint as created; the secret is shown here so the receiver can verify signatures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointCreatedResponse {
+    pub endpoint_id: uuid::Uuid,
+    pub url: String,
+    pub events: Option<Vec<String>>,
+    pub secret: String,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/webhook_endpoints", tag = "endpoints",
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, body = EndpointCreatedResponse),
+        (status = 400, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_endpoint(
+    State(state): State<CommandState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    ApiJson(request): ApiJson<CreateEndpoint>,
+) -> Result<(StatusCode, Json<EndpointCreatedResponse>), ApiError> {
+    let url = validation::endpoint_url(&request.url, &state.target_guard)
+        .await
+        .map_err(|message| ApiError::invalid("url", message))?;
+    let event_types = validate_event_types(request.events)?;
+    let secret = match request.secret.as_deref() {
+        Some(text) => SigningSecret::parse(text)
+            .map_err(|error| ApiError::invalid("secret", error.to_string()))?,
+        None => SigningSecret::generate(),
+    };
+    let description = request.description.filter(|text| !text.trim().is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|text| text.len() > validation::MAX_DESCRIPTION_LENGTH)
+    {
+        return Err(ApiError::invalid(
+            "description",
+            format!(
+                "must be at most {} characters",
+                validation::MAX_DESCRIPTION_LENGTH
+            ),
+        ));
+    }
+    let snapshot = EndpointSnapshot {
+        endpoint_id: EndpointId::generate(),
+        tenant_id,
+        url: url.to_string(),
+        event_types,
+        enabled: request.enabled.unwrap_or(true),
+        description,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    sqlx::query(
+        "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
+         secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(snapshot.endpoint_id.as_uuid())
+    .bind(tenant_id.as_uuid())
+    .bind(&snapshot.url)
+    .bind(&snapshot.description)
+    .bind(&snapshot.event_types)
+    .bind(snapshot.enabled)
+    .bind(secret.expose())
+    .bind(snapshot.created_at)
+    .bind(snapshot.updated_at)
+    .execute(&state.pool)
+    .await?;
+    state.routing.invalidate(tenant_id);
+    tracing::info!(%tenant_id, endpoint_id = %snapshot.endpoint_id, "endpoint created");
+    let response = EndpointCreatedResponse {
+        endpoint_id: snapshot.endpoint_id.as_uuid(),
+        url: snapshot.url.clone(),
+        events: snapshot.event_types.clone(),
+        secret: secret.expose(),
+        enabled: snapshot.enabled,
+        description: snapshot.description.clone(),
+        created_at: snapshot.created_at,
+        updated_at: snapshot.updated_at,
+    };
+    let message = LogMessage::EndpointCreated(EndpointCreated { endpoint: snapshot });
+    crate::publish_config_change(&state, tenant_id, &message).await;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+fn validate_event_types(events: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(mut events) = events else {
+        return Ok(None);
+    };
+    if events.is_empty() || events.len() > validation::MAX_EVENT_TYPES_PER_ENDPOINT {
+        return Err(ApiError::invalid(
+            "events",
+            format!(
+                "must list 1-{} event types, or be left out to receive every type",
+                validation::MAX_EVENT_TYPES_PER_ENDPOINT
+            ),
+        ));
+    }
+    for (index, event_type) in events.iter().enumerate() {
+        validation::event_type(event_type)
+            .map_err(|message| ApiError::invalid(format!("events[{index}]"), message))?;
+    }
+    events.sort();
+    events.dedup();
+    Ok(Some(events))
+}

@@ -1,0 +1,200 @@
+//! `POST /v1/events`: validate, route, append `event.accepted.v1` to the log, answer 202 once
+//! the log has acknowledged it.
+
+use crate::idempotency::{self, Claim, RequestFingerprint};
+use crate::state::CommandState;
+use crate::validation;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    /// The event type endpoints subscribe to, e.g. `invoice.paid`.
+    #[serde(rename = "type")]
+    #[schema(example = "invoice.paid")]
+    pub event_type: String,
+    /// Any JSON value but null; delivered as `data`.
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    /// Same as the `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// Deliver only to these of the tenant's endpoints (their type filters still apply).
+    pub target_endpoints: Option<Vec<uuid::Uuid>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventAcceptedResponse {
+    pub event_id: uuid::Uuid,
+}
+
+#[utoipa::path(
+    post, path = "/v1/events", tag = "events",
+    request_body = CreateEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key, kept at least 24 h")),
+    responses(
+        (status = 202, description = "Durably appended to the log", body = EventAcceptedResponse),
+        (status = 400, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency key used for a different request", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_event(
+    State(state): State<CommandState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateEvent>,
+) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
+    validation::event_type(&request.event_type)
+        .map_err(|message| ApiError::invalid("type", message))?;
+    if request.payload.get() == "null" {
+        return Err(ApiError::invalid(
+            "payload",
+            "must be a JSON value other than null",
+        ));
+    }
+    let idempotency_key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    let endpoint_ids = route(&state, tenant_id, &request).await?;
+
+    let event_id = EventId::generate();
+    if let Some(key) = idempotency_key.as_deref() {
+        let fingerprint = RequestFingerprint::of(
+            &request.event_type,
+            &request.payload,
+            &request.target_endpoints,
+        );
+        match idempotency::claim(&state.pool, tenant_id, key, &fingerprint, event_id).await? {
+            Claim::Claimed => {}
+            Claim::Replayed(original) => return Ok(accepted(original)),
+            Claim::Conflict => {
+                return Err(ApiError::Conflict(format!(
+                "idempotency key `{key}` was already used for a different request; use a new key"
+            )))
+            }
+        }
+    }
+
+    let event = EventAccepted {
+        event_id,
+        tenant_id,
+        event_type: request.event_type,
+        payload: request.payload,
+        idempotency_key: idempotency_key.clone(),
+        accepted_at: Utc::now(),
+        trace_id: trace_id(&headers),
+        endpoint_ids,
+    };
+    let subject = state.publisher.namespace().event_subject(tenant_id);
+    if let Err(error) = state
+        .publisher
+        .publish(subject, &LogMessage::EventAccepted(event))
+        .await
+    {
+        tracing::warn!(%error, %tenant_id, "event not appended");
+        if let Some(key) = idempotency_key.as_deref() {
+            if let Err(error) = idempotency::release(&state.pool, tenant_id, key, event_id).await {
+                tracing::error!(%error, "idempotency key not released");
+            }
+        }
+        return Err(ApiError::Unavailable(
+            "the event log is unavailable; the event was not accepted, retry later".to_owned(),
+        ));
+    }
+    tracing::debug!(%tenant_id, %event_id, "event accepted");
+    Ok(accepted(event_id))
+}
+
+fn accepted(event_id: EventId) -> (StatusCode, Json<EventAcceptedResponse>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(EventAcceptedResponse {
+            event_id: event_id.as_uuid(),
+        }),
+    )
+}
+
+fn idempotency_key(
+    headers: &HeaderMap,
+    body_key: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let header_key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?,
+        ),
+        None => None,
+    };
+    let key = match (header_key, body_key) {
+        (Some(header), Some(body)) if header != body => {
+            return Err(ApiError::invalid(
+                "idempotency_key",
+                "differs from the Idempotency-Key header; send one or make them equal",
+            ))
+        }
+        (header, body) => header.or(body),
+    };
+    if let Some(key) = key {
+        validation::idempotency_key(key)
+            .map_err(|message| ApiError::invalid("idempotency_key", message))?;
+    }
+    Ok(key.map(str::to_owned))
+}
+
+async fn route(
+    state: &CommandState,
+    tenant_id: TenantId,
+    request: &CreateEvent,
+) -> Result<Vec<EndpointId>, ApiError> {
+    let routes = state.routing.routes(tenant_id).await?;
+    if let Some(targets) = &request.target_endpoints {
+        for (index, target) in targets.iter().enumerate() {
+            if !routes
+                .iter()
+                .any(|route| route.endpoint_id.as_uuid() == *target)
+            {
+                return Err(ApiError::invalid(
+                    format!("target_endpoints[{index}]"),
+                    format!("{target} is not an enabled endpoint of this tenant"),
+                ));
+            }
+        }
+    }
+    Ok(routes
+        .iter()
+        .filter(|route| route.accepts(&request.event_type))
+        .filter(|route| {
+            request
+                .target_endpoints
+                .as_ref()
+                .is_none_or(|targets| targets.contains(&route.endpoint_id.as_uuid()))
+        })
+        .map(|route| route.endpoint_id)
+        .collect())
+}
+
+/// Continues the caller's W3C trace when it sent a valid `traceparent`, else starts one.
+fn trace_id(headers: &HeaderMap) -> String {
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split('-').nth(1))
+        .filter(|id| {
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && *id != "0".repeat(32)
+        });
+    match incoming {
+        Some(id) => id.to_ascii_lowercase(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
+}

@@ -1,0 +1,85 @@
+//! Herald's command (ingest) service: operators create tenants, tenants subscribe endpoints
+//! and submit events. Events are validated, routed and appended to the log; configuration is
+//! written to Postgres and every change is also appended to the log.
+
+pub mod config;
+pub mod endpoints;
+pub mod events;
+pub mod idempotency;
+pub mod routing;
+pub mod state;
+pub mod tenants;
+pub mod validation;
+
+pub use config::CommandConfig;
+pub use state::CommandState;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::{Extension, Router};
+use futures::StreamExt;
+use herald_http::json_body::BodyLimit;
+use herald_schemas::{LogMessage, TenantId};
+use tokio_util::sync::CancellationToken;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        tenants::create_tenant,
+        endpoints::create_endpoint,
+        events::create_event
+    ),
+    components(schemas(herald_http::ProblemDetails))
+)]
+pub struct CommandApi;
+
+pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/admin/v1/tenants", post(tenants::create_tenant))
+        .route("/v1/webhook_endpoints", post(endpoints::create_endpoint))
+        .route("/v1/events", post(events::create_event))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyLimit(max_body_bytes)))
+        .with_state(state)
+}
+
+/// Appends a configuration change to the log. Postgres already holds the change and is the
+/// source of truth for configuration, so a failure here is logged rather than failing the
+/// request that made the change.
+pub(crate) async fn publish_config_change(
+    state: &CommandState,
+    tenant_id: TenantId,
+    message: &LogMessage,
+) {
+    let subject = state.publisher.namespace().config_subject(tenant_id);
+    if let Err(error) = state.publisher.publish(subject, message).await {
+        tracing::warn!(%error, %tenant_id, kind = message.type_name(), "configuration change not appended to the log");
+    }
+}
+
+/// Keeps this process's routing cache in step with changes made through other processes,
+/// until `shutdown`.
+pub async fn follow_config_changes(
+    state: CommandState,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+) {
+    let subject = state.publisher.namespace().config_filter();
+    let mut changes = match nats.subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow configuration changes; relying on the cache TTL");
+            return;
+        }
+    };
+    loop {
+        let change = tokio::select! {
+            change = changes.next() => change,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(change) = change else { break };
+        if let Ok(LogMessage::EndpointCreated(created)) = LogMessage::decode(&change.payload) {
+            state.routing.invalidate(created.endpoint.tenant_id);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What every command route shares.
+
+use crate::config::CommandConfig;
+use crate::routing::RoutingTable;
+use axum::extract::FromRef;
+use herald_delivery::TargetGuard;
+use herald_http::TenantAuthenticator;
+use herald_log::LogPublisher;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct CommandState(Arc<Shared>);
+
+pub struct Shared {
+    pub pool: PgPool,
+    pub publisher: LogPublisher,
+    pub routing: RoutingTable,
+    pub authenticator: Arc<TenantAuthenticator>,
+    pub target_guard: TargetGuard,
+    admin_token_hash: Option<[u8; 32]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("HERALD_ALLOWED_TARGET_CIDRS: {0}")]
+pub struct InvalidConfig(String);
+
+impl CommandState {
+    pub fn new(
+        config: &CommandConfig,
+        pool: PgPool,
+        publisher: LogPublisher,
+        authenticator: Arc<TenantAuthenticator>,
+    ) -> Result<Self, InvalidConfig> {
+        let target_guard = TargetGuard::from_list(&config.allowed_target_cidrs)
+            .map_err(|error| InvalidConfig(error.to_string()))?;
+        let admin_token_hash = config
+            .admin_token
+            .as_ref()
+            .map(|token| token.expose_secret())
+            .filter(|token| !token.is_empty())
+            .map(|token| Sha256::digest(token.as_bytes()).into());
+        Ok(Self(Arc::new(Shared {
+            routing: RoutingTable::new(
+                pool.clone(),
+                Duration::from_millis(config.routing_cache_ttl_ms),
+            ),
+            pool,
+            publisher,
+            authenticator,
+            target_guard,
+            admin_token_hash,
+        })))
+    }
+
+    /// Compares digests so that the comparison's timing says nothing about the token.
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        self.0.admin_token_hash.is_some_and(|expected| {
+            <[u8; 32]>::from(Sha256::digest(presented.as_bytes())) == expected
+        })
+    }
+}
+
+impl std::ops::Deref for CommandState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<CommandState> for Arc<TenantAuthenticator> {
+    fn from_ref(state: &CommandState) -> Self {
+        state.0.authenticator.clone()
+    }
+}

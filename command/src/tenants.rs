@@ -1,0 +1,99 @@
+//! `POST /admin/v1/tenants`: an operator creates a tenant and receives its first API key.
+
+use crate::state::CommandState;
+use crate::validation::MAX_TENANT_NAME_LENGTH;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use herald_http::tenant_auth::bearer_token;
+use herald_http::{ApiError, ApiJson, ApiKey};
+use herald_schemas::{LogMessage, TenantCreated, TenantId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// A name for operators; need not be unique.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreatedResponse {
+    pub tenant_id: uuid::Uuid,
+    /// Shown only now: Herald keeps only a hash of it.
+    pub api_key: String,
+}
+
+/// Requires `Authorization: Bearer <HERALD_ADMIN_TOKEN>`.
+pub struct AdminCaller;
+
+impl axum::extract::FromRequestParts<CommandState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &CommandState) -> Result<Self, ApiError> {
+        match bearer_token(parts) {
+            Some(token) if state.is_admin_token(token) => Ok(Self),
+            _ => Err(ApiError::Unauthorized(
+                "admin routes need `Authorization: Bearer <HERALD_ADMIN_TOKEN>`".to_owned(),
+            )),
+        }
+    }
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/tenants", tag = "admin",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, body = TenantCreatedResponse),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_tenant(
+    State(state): State<CommandState>,
+    _admin: AdminCaller,
+    ApiJson(request): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantCreatedResponse>), ApiError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > MAX_TENANT_NAME_LENGTH {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must be 1-{MAX_TENANT_NAME_LENGTH} characters"),
+        ));
+    }
+    let tenant_id = TenantId::generate();
+    let api_key = ApiKey::generate();
+    let created_at = Utc::now();
+    let mut transaction = state.pool.begin().await?;
+    sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(tenant_id.as_uuid())
+        .bind(name)
+        .bind(created_at)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES ($1, $2, $3)")
+        .bind(&api_key.hash().0[..])
+        .bind(tenant_id.as_uuid())
+        .bind(created_at)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    let message = LogMessage::TenantCreated(TenantCreated {
+        tenant_id,
+        name: name.to_owned(),
+        created_at,
+    });
+    crate::publish_config_change(&state, tenant_id, &message).await;
+    tracing::info!(%tenant_id, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreatedResponse {
+            tenant_id: tenant_id.as_uuid(),
+            api_key: api_key.expose().to_owned(),
+        }),
+    ))
+}

@@ -1,0 +1,146 @@
+//! One attempt of one delivery: look up the endpoint, send, decide what happens next, and
+//! record it in the log (plus the retry, when one is scheduled). The source message is only
+//! acknowledged by the caller after this returns `Ok`, i.e. once the record is durable.
+
+use crate::endpoint_registry::{EndpointRegistry, RegistryError};
+use crate::http_sender::{HttpSender, SendReport, Webhook};
+use crate::retry_policy::{AttemptResult, RetryPolicy};
+use crate::retry_queue::RetryScheduler;
+use chrono::{DateTime, Utc};
+use herald_log::{LogError, LogPublisher};
+use herald_schemas::{
+    AttemptId, AttemptOutcome, AttemptRecorded, EndpointId, ErrorClass, EventAccepted, LogMessage,
+    RetryDue,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// A delivery whose next attempt is due now.
+pub struct DeliveryJob {
+    pub event: Arc<EventAccepted>,
+    pub event_sequence: u64,
+    pub endpoint_id: EndpointId,
+    pub attempt_number: u32,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+pub struct AttemptRunner {
+    pub sender: HttpSender,
+    pub endpoints: EndpointRegistry,
+    pub publisher: LogPublisher,
+    pub retries: RetryScheduler,
+    pub policy: RetryPolicy,
+    pub in_flight: Semaphore,
+}
+
+impl AttemptRunner {
+    pub async fn run(&self, job: DeliveryJob) -> Result<AttemptOutcome, AttemptError> {
+        let span = tracing::info_span!(
+            "attempt",
+            trace_id = %job.event.trace_id,
+            tenant_id = %job.event.tenant_id,
+            event_id = %job.event.event_id,
+            endpoint_id = %job.endpoint_id,
+            attempt_number = job.attempt_number,
+        );
+        self.run_inner(job).instrument(span).await
+    }
+
+    async fn run_inner(&self, job: DeliveryJob) -> Result<AttemptOutcome, AttemptError> {
+        let endpoint = self.endpoints.get(job.endpoint_id).await?;
+        let report = match endpoint.as_deref() {
+            Some(target) if target.enabled => {
+                let _permit = self.in_flight.acquire().await;
+                self.sender
+                    .send(&Webhook {
+                        url: &target.url,
+                        event_id: job.event.event_id,
+                        event_type: &job.event.event_type,
+                        payload: &job.event.payload,
+                        trace_id: &job.event.trace_id,
+                        secret: &target.secret,
+                    })
+                    .await
+            }
+            _ => endpoint_unavailable(),
+        };
+        let decision = self.policy.decide(
+            job.attempt_number,
+            job.event.accepted_at,
+            report.finished_at,
+            report.result,
+            rand::random(),
+        );
+        let error_class = match report.result {
+            AttemptResult::Succeeded => None,
+            AttemptResult::Retryable { class, .. } | AttemptResult::Final { class } => Some(class),
+        };
+        let event = &job.event;
+        let record = AttemptRecorded {
+            attempt_id: AttemptId::generate(),
+            event_id: event.event_id,
+            endpoint_id: job.endpoint_id,
+            tenant_id: event.tenant_id,
+            trace_id: event.trace_id.clone(),
+            event_type: event.event_type.clone(),
+            attempt_number: job.attempt_number,
+            event_accepted_at: event.accepted_at,
+            scheduled_at: job.scheduled_at,
+            started_at: report.started_at,
+            finished_at: report.finished_at,
+            http_status: report.http_status,
+            error_class,
+            error_message: report.error_message,
+            latency_ms: u32::try_from(report.latency.as_millis()).unwrap_or(u32::MAX),
+            outcome: decision.outcome,
+            next_attempt_at: decision.next_attempt_at,
+        };
+        tracing::debug!(outcome = decision.outcome.as_str(), http_status = ?record.http_status, "attempt finished");
+        let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
+        let message = LogMessage::AttemptRecorded(record);
+        let recorded = self.publisher.publish(subject, &message);
+        match decision.next_attempt_at {
+            Some(due_at) => {
+                let retry = RetryDue {
+                    event_id: event.event_id,
+                    endpoint_id: job.endpoint_id,
+                    tenant_id: event.tenant_id,
+                    event_sequence: job.event_sequence,
+                    attempt_number: job.attempt_number + 1,
+                    due_at,
+                };
+                let (recorded, scheduled) = tokio::join!(recorded, self.retries.schedule(&retry));
+                recorded?;
+                scheduled?;
+            }
+            None => {
+                recorded.await?;
+            }
+        }
+        Ok(decision.outcome)
+    }
+}
+
+fn endpoint_unavailable() -> SendReport {
+    let now = Utc::now();
+    SendReport {
+        result: AttemptResult::Final {
+            class: ErrorClass::EndpointUnavailable,
+        },
+        http_status: None,
+        error_message: Some("the endpoint was deleted or disabled".to_owned()),
+        started_at: now,
+        finished_at: now,
+        latency: Duration::ZERO,
+    }
+}

@@ -1,0 +1,62 @@
+//! Configuration of the delivery service (environment variables `HERALD_<FIELD>`).
+
+use crate::retry_policy::RetryPolicy;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// CIDRs receivers may resolve to although they are loopback/private/link-local.
+    pub allowed_target_cidrs: String,
+    /// HTTP requests in flight at once in this process.
+    pub max_in_flight: usize,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive connections kept per receiver host.
+    pub pool_per_host: usize,
+    /// How long the log waits for a worker's acknowledgement before redelivering; must exceed
+    /// `request_timeout_ms` with margin.
+    pub ack_wait_ms: u64,
+    pub endpoint_cache_ttl_ms: u64,
+    /// On shutdown, how long in-flight attempts may finish before they are handed back.
+    pub shutdown_grace_ms: u64,
+    pub retry_max_attempts: u32,
+    pub retry_initial_delay_ms: u64,
+    pub retry_multiplier: f64,
+    pub retry_max_delay_ms: u64,
+    pub retry_deadline_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        Self {
+            allowed_target_cidrs: String::new(),
+            max_in_flight: 1024,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 15_000,
+            pool_per_host: 64,
+            ack_wait_ms: 60_000,
+            endpoint_cache_ttl_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            retry_max_attempts: retry.max_attempts,
+            retry_initial_delay_ms: retry.initial_delay.as_millis() as u64,
+            retry_multiplier: retry.multiplier,
+            retry_max_delay_ms: retry.max_delay.as_millis() as u64,
+            retry_deadline_ms: retry.deadline.as_millis() as u64,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.retry_max_attempts.max(1),
+            initial_delay: Duration::from_millis(self.retry_initial_delay_ms),
+            multiplier: self.retry_multiplier,
+            max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            deadline: Duration::from_millis(self.retry_deadline_ms),
+        }
+    }
+}

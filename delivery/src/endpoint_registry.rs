@@ -1,0 +1,88 @@
+//! Where workers learn an endpoint's current URL, secret and state. Endpoint configuration is
+//! transactional data in Postgres; workers keep a short-lived copy so that a busy endpoint
+//! costs one query per TTL, not one per delivery.
+
+use crate::signature::SigningSecret;
+use herald_schemas::EndpointId;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What a worker needs to deliver to an endpoint.
+#[derive(Debug)]
+pub struct EndpointTarget {
+    pub url: String,
+    pub secret: SigningSecret,
+    pub enabled: bool,
+}
+
+/// A lookup result (including "no such endpoint") and when it was made.
+type CachedTarget = (Option<Arc<EndpointTarget>>, Instant);
+
+pub struct EndpointRegistry {
+    pool: PgPool,
+    ttl: Duration,
+    cache: RwLock<HashMap<EndpointId, CachedTarget>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("could not read endpoint configuration: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl EndpointRegistry {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            pool,
+            ttl,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoint's current configuration; `None` when it no longer exists.
+    pub async fn get(
+        &self,
+        endpoint_id: EndpointId,
+    ) -> Result<Option<Arc<EndpointTarget>>, RegistryError> {
+        if let Some(target) = self.cached(endpoint_id) {
+            return Ok(target);
+        }
+        let row: Option<(String, String, bool)> =
+            sqlx::query_as("SELECT url, secret, enabled FROM endpoints WHERE endpoint_id = $1")
+                .bind(endpoint_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        let target = row.and_then(
+            |(url, secret, enabled)| match SigningSecret::parse(&secret) {
+                Ok(secret) => Some(Arc::new(EndpointTarget {
+                    url,
+                    secret,
+                    enabled,
+                })),
+                Err(error) => {
+                    tracing::error!(%endpoint_id, %error, "stored endpoint secret is unreadable");
+                    None
+                }
+            },
+        );
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(endpoint_id, (target.clone(), Instant::now()));
+        }
+        Ok(target)
+    }
+
+    /// Forgets a cached endpoint, e.g. when the log says it changed.
+    pub fn invalidate(&self, endpoint_id: EndpointId) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(&endpoint_id);
+        }
+    }
+
+    fn cached(&self, endpoint_id: EndpointId) -> Option<Option<Arc<EndpointTarget>>> {
+        let cache = self.cache.read().ok()?;
+        let (target, fetched_at) = cache.get(&endpoint_id)?;
+        (fetched_at.elapsed() < self.ttl).then(|| target.clone())
+    }
+}

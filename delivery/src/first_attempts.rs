@@ -1,0 +1,124 @@
+//! Consumes accepted events and makes the first attempt to each of their endpoints at once.
+//! An event's log message is acknowledged when every one of its deliveries has a durable
+//! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
+
+use crate::attempt::{AttemptRunner, DeliveryJob};
+use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use herald_schemas::LogMessage;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const CONSUMER_NAME: &str = "delivery";
+
+pub async fn consumer(
+    log_stream: &jetstream::stream::Stream,
+    events_filter: String,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> Result<PullConsumer, String> {
+    log_stream
+        .get_or_create_consumer(
+            CONSUMER_NAME,
+            pull::Config {
+                durable_name: Some(CONSUMER_NAME.to_owned()),
+                filter_subject: events_filter,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| format!("delivery consumer: {error}"))
+}
+
+pub async fn run(
+    runner: Arc<AttemptRunner>,
+    consumer: PullConsumer,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull events; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = shutdown.cancelled() => break,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    tracker.spawn(deliver_event(runner.clone(), message, hard_stop.clone()));
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "event pull interrupted");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+async fn deliver_event(
+    runner: Arc<AttemptRunner>,
+    message: jetstream::Message,
+    hard_stop: CancellationToken,
+) {
+    let event = match LogMessage::decode(&message.payload) {
+        Ok(LogMessage::EventAccepted(event)) => Arc::new(event),
+        Ok(other) => {
+            tracing::debug!(kind = other.type_name(), "not an event; skipped");
+            let _ = message.ack().await;
+            return;
+        }
+        Err(error) => {
+            tracing::error!(%error, subject = %message.subject, "undecodable event; terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let event_sequence = match message.info() {
+        Ok(info) => info.stream_sequence,
+        Err(error) => {
+            tracing::error!(%error, "message without stream metadata");
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    };
+    let attempts = event.endpoint_ids.iter().map(|&endpoint_id| {
+        runner.run(DeliveryJob {
+            event: event.clone(),
+            event_sequence,
+            endpoint_id,
+            attempt_number: 1,
+            scheduled_at: event.accepted_at,
+        })
+    });
+    tokio::select! {
+        results = futures::future::join_all(attempts) => {
+            let failures = results.iter().filter(|result| result.is_err()).count();
+            if failures == 0 {
+                let _ = message.ack().await;
+            } else {
+                tracing::warn!(event_id = %event.event_id, failures, "attempts not recorded; event handed back");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+        () = hard_stop.cancelled() => {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Sends one signed webhook request and reports what happened. Connections are kept alive
+//! and reused per host; redirects are never followed; every address connected to has passed
+//! the SSRF guard after DNS resolution.
+
+use crate::classify::{
+    classify_status, classify_transport_error, parse_retry_after, ResolveFailed,
+};
+use crate::retry_policy::AttemptResult;
+use crate::signature::SigningSecret;
+use crate::target_guard::TargetGuard;
+use chrono::{DateTime, Utc};
+use herald_schemas::{ErrorClass, EventId};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long each phase of a request may take.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub total: Duration,
+}
+
+/// What one request produced.
+#[derive(Debug)]
+pub struct SendReport {
+    pub result: AttemptResult,
+    pub http_status: Option<u16>,
+    pub error_message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub latency: Duration,
+}
+
+/// The message a receiver gets.
+pub struct Webhook<'a> {
+    pub url: &'a str,
+    pub event_id: EventId,
+    pub event_type: &'a str,
+    pub payload: &'a RawValue,
+    pub trace_id: &'a str,
+    pub secret: &'a SigningSecret,
+}
+
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    data: &'a RawValue,
+}
+
+#[derive(Clone)]
+pub struct HttpSender {
+    client: reqwest::Client,
+    guard: Arc<TargetGuard>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the HTTP client: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+
+impl HttpSender {
+    pub fn new(
+        guard: TargetGuard,
+        timeouts: &Timeouts,
+        pool_per_host: usize,
+    ) -> Result<Self, ClientBuildError> {
+        // reqwest is built without a bundled crypto provider; use ring, which is already in the
+        // tree for NATS. Installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let guard = Arc::new(guard);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
+            .pool_max_idle_per_host(pool_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: guard.clone(),
+            }))
+            .build()?;
+        Ok(Self { client, guard })
+    }
+
+    pub async fn send(&self, webhook: &Webhook<'_>) -> SendReport {
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let outcome = self.exchange(webhook, started_at).await;
+        let latency = started.elapsed();
+        let (result, http_status, error_message) = match outcome {
+            Ok((status, retry_after)) => {
+                let result = classify_status(status, retry_after);
+                let message = (!matches!(result, AttemptResult::Succeeded))
+                    .then(|| format!("receiver answered {status}"));
+                (result, Some(status), message)
+            }
+            Err((result, message)) => (result, None, Some(message)),
+        };
+        SendReport {
+            result,
+            http_status,
+            error_message,
+            started_at,
+            finished_at: Utc::now(),
+            latency,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        webhook: &Webhook<'_>,
+        started_at: DateTime<Utc>,
+    ) -> Result<(u16, Option<Duration>), (AttemptResult, String)> {
+        let url = reqwest::Url::parse(webhook.url).map_err(|error| {
+            (
+                AttemptResult::Final {
+                    class: ErrorClass::Connection,
+                },
+                format!("endpoint URL is invalid: {error}"),
+            )
+        })?;
+        self.check_literal_host(&url)?;
+        let timestamp = started_at.timestamp();
+        let body = serde_json::to_vec(&WebhookBody {
+            event_type: webhook.event_type,
+            timestamp: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            data: webhook.payload,
+        })
+        .unwrap_or_default();
+        let webhook_id = webhook.event_id.to_string();
+        let signature = webhook.secret.sign(&webhook_id, timestamp, &body);
+        let mut headers = HeaderMap::with_capacity(7);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("Herald/", env!("CARGO_PKG_VERSION"))),
+        );
+        insert(&mut headers, "webhook-id", &webhook_id);
+        insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
+        insert(&mut headers, "webhook-signature", &signature);
+        insert(&mut headers, "traceparent", &traceparent(webhook.trace_id));
+
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| classify_transport_error(&error))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, Utc::now()));
+        drain(response).await;
+        Ok((status, retry_after))
+    }
+
+    /// reqwest skips the resolver for IP-literal hosts, so those are checked here.
+    fn check_literal_host(&self, url: &reqwest::Url) -> Result<(), (AttemptResult, String)> {
+        let address = match url.host() {
+            Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+            _ => return Ok(()),
+        };
+        self.guard.check(address).map_err(|refused| {
+            (
+                AttemptResult::Final {
+                    class: ErrorClass::TargetRefused,
+                },
+                refused.to_string(),
+            )
+        })
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// W3C trace context: the event's trace id with a fresh span id per attempt.
+fn traceparent(trace_id: &str) -> String {
+    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
+}
+
+/// Reads (and discards) a bounded amount of the response so that the connection can go back
+/// to the pool; a receiver that sends more than the limit loses its connection instead.
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0usize;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > RESPONSE_BODY_LIMIT {
+            break;
+        }
+    }
+}
+
+struct GuardedResolver {
+    guard: Arc<TargetGuard>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|error| ResolveFailed {
+                    host: host.clone(),
+                    reason: error.to_string(),
+                })?;
+            let mut admitted = Vec::new();
+            let mut refusal = None;
+            for address in resolved {
+                match guard.check(address.ip()) {
+                    Ok(()) => admitted.push(address),
+                    Err(refused) => refusal = Some(refused),
+                }
+            }
+            if admitted.is_empty() {
+                let error: Box<dyn std::error::Error + Send + Sync> = match refusal {
+                    Some(refused) => Box::new(refused),
+                    None => Box::new(ResolveFailed {
+                        host,
+                        reason: "no addresses".to_owned(),
+                    }),
+                };
+                return Err(error);
+            }
+            let addresses: Addrs = Box::new(admitted.into_iter());
+            Ok(addresses)
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! Herald's delivery service: takes accepted events from the log, makes signed HTTP attempts
+//! to every subscribed endpoint, records each attempt in the log and schedules retries
+//! through it.
+
+pub mod attempt;
+pub mod classify;
+pub mod config;
+pub mod endpoint_registry;
+pub mod first_attempts;
+pub mod http_sender;
+pub mod retry_policy;
+pub mod retry_queue;
+pub mod signature;
+pub mod target_guard;
+
+pub use config::DeliveryConfig;
+pub use signature::SigningSecret;
+pub use target_guard::TargetGuard;
+
+use crate::attempt::AttemptRunner;
+use crate::endpoint_registry::EndpointRegistry;
+use crate::http_sender::{HttpSender, Timeouts};
+use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
+use async_nats::jetstream;
+use herald_log::LogPublisher;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("log unavailable: {0}")]
+    Log(String),
+}
+
+/// Runs the delivery service until `shutdown` is cancelled, then stops taking work, gives
+/// in-flight attempts `shutdown_grace_ms` to finish and hands the rest back to the log.
+pub async fn run(
+    config: DeliveryConfig,
+    publisher: LogPublisher,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> Result<(), DeliveryError> {
+    let guard = TargetGuard::from_list(&config.allowed_target_cidrs)
+        .map_err(|error| DeliveryError::Config(error.to_string()))?;
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(config.connect_timeout_ms),
+        total: Duration::from_millis(config.request_timeout_ms),
+    };
+    let sender = HttpSender::new(guard, &timeouts, config.pool_per_host)
+        .map_err(|error| DeliveryError::Config(error.to_string()))?;
+    let namespace = publisher.namespace().clone();
+    let jetstream = publisher.jetstream().clone();
+    let log_stream = get_stream(&jetstream, &namespace.log_stream()).await?;
+    let retry_stream = get_stream(&jetstream, &namespace.retry_stream()).await?;
+    let ack_wait = Duration::from_millis(config.ack_wait_ms);
+
+    let runner = Arc::new(AttemptRunner {
+        sender,
+        endpoints: EndpointRegistry::new(pool, Duration::from_millis(config.endpoint_cache_ttl_ms)),
+        retries: RetryScheduler::new(publisher.clone()),
+        publisher,
+        policy: config.retry_policy(),
+        in_flight: Semaphore::new(config.max_in_flight.max(1)),
+    });
+    let events = first_attempts::consumer(
+        &log_stream,
+        namespace.events_filter(),
+        ack_wait,
+        (config.max_in_flight * 4) as i64,
+    )
+    .await
+    .map_err(DeliveryError::Log)?;
+    let retry_worker = Arc::new(RetryWorker {
+        runner: runner.clone(),
+        log_stream,
+        retry_stream,
+        ack_wait,
+    });
+
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    let mut loops = Vec::new();
+    loops.push(tokio::spawn(first_attempts::run(
+        runner.clone(),
+        events,
+        tracker.clone(),
+        shutdown.clone(),
+        hard_stop.clone(),
+    )));
+    for tier in TIERS {
+        let consumer = retry_worker
+            .consumer(tier)
+            .await
+            .map_err(DeliveryError::Log)?;
+        loops.push(tokio::spawn(retry_worker.clone().run_tier(
+            tier,
+            consumer,
+            tracker.clone(),
+            shutdown.clone(),
+            hard_stop.clone(),
+        )));
+    }
+    tracing::info!("delivery service running");
+    shutdown.cancelled().await;
+    for handle in loops {
+        let _ = handle.await;
+    }
+    tracker.close();
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight attempts handed back to the log");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!("delivery service stopped");
+    Ok(())
+}
+
+async fn get_stream(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> Result<jetstream::stream::Stream, DeliveryError> {
+    jetstream
+        .get_stream(name)
+        .await
+        .map_err(|error| DeliveryError::Log(format!("stream {name}: {error}")))
+}

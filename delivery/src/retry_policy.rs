@@ -1,0 +1,200 @@
+//! The decision "what happens to this delivery after this attempt", as a pure function over
+//! the policy, the attempt count, the times involved and the attempt's classified result.
+//! Everything with I/O (sending, scheduling, publishing) lives around it.
+
+use chrono::{DateTime, Utc};
+use herald_schemas::{AttemptOutcome, ErrorClass};
+use std::time::Duration;
+
+/// Exponential backoff with jitter, bounded by a number of attempts and a deadline counted
+/// from the event's acceptance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_delay: Duration,
+    pub multiplier: f64,
+    pub max_delay: Duration,
+    /// How long after acceptance a delivery may still be attempted.
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// About three days: 5 s, ~15 s, ~45 s, ~2 min, ~7 min, ~20 min, ~1 h, ~3 h, then every
+    /// ~8 h until 18 attempts or 72 h after acceptance.
+    fn default() -> Self {
+        Self {
+            max_attempts: 18,
+            initial_delay: Duration::from_secs(5),
+            multiplier: 3.0,
+            max_delay: Duration::from_secs(8 * 3600),
+            deadline: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+/// What an attempt's result means for retrying, before the policy has its say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttemptResult {
+    Succeeded,
+    /// Worth trying again; `retry_after` is the receiver's own request, if it made one.
+    Retryable {
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help.
+    Final {
+        class: ErrorClass,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pub outcome: AttemptOutcome,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl RetryPolicy {
+    /// Decides after attempt number `attempt_number` (1-based) finished at `now`.
+    /// `jitter` in `[0, 1)` spreads retries of many deliveries that failed together.
+    pub fn decide(
+        &self,
+        attempt_number: u32,
+        accepted_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        result: AttemptResult,
+        jitter: f64,
+    ) -> Decision {
+        let retry_after = match result {
+            AttemptResult::Succeeded => return Decision::done(AttemptOutcome::Succeeded),
+            AttemptResult::Final { .. } => return Decision::done(AttemptOutcome::Failed),
+            AttemptResult::Retryable { retry_after, .. } => retry_after,
+        };
+        if attempt_number >= self.max_attempts {
+            return Decision::done(AttemptOutcome::DeadLettered);
+        }
+        let mut delay = self.backoff(attempt_number, jitter);
+        if let Some(requested) = retry_after {
+            delay = delay.max(requested.min(self.max_delay));
+        }
+        let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        let deadline = accepted_at + chrono::Duration::from_std(self.deadline).unwrap_or_default();
+        if next_attempt_at > deadline {
+            return Decision::done(AttemptOutcome::DeadLettered);
+        }
+        Decision {
+            outcome: AttemptOutcome::RetryScheduled,
+            next_attempt_at: Some(next_attempt_at),
+        }
+    }
+
+    /// "Equal jitter": half the exponential delay is fixed, half is random, so retries are
+    /// spread out but never come much earlier than the schedule says.
+    pub fn backoff(&self, attempt_number: u32, jitter: f64) -> Duration {
+        let exponent = attempt_number.saturating_sub(1).min(64) as i32;
+        let base = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let jitter = jitter.clamp(0.0, 1.0);
+        Duration::from_secs_f64(capped * (0.5 + 0.5 * jitter))
+    }
+}
+
+impl Decision {
+    fn done(outcome: AttemptOutcome) -> Self {
+        Self {
+            outcome,
+            next_attempt_at: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn retryable() -> AttemptResult {
+        AttemptResult::Retryable {
+            class: ErrorClass::Http5xx,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn default_schedule_starts_within_seconds_and_spans_about_three_days() {
+        let policy = RetryPolicy::default();
+        assert!(policy.backoff(1, 0.99) <= Duration::from_secs(5));
+        let mut total = Duration::ZERO;
+        for attempt in 1..policy.max_attempts {
+            total += policy.backoff(attempt, 1.0);
+        }
+        assert!(total >= Duration::from_secs(60 * 3600), "{total:?}");
+        assert!(policy.deadline == Duration::from_secs(72 * 3600));
+    }
+
+    #[test]
+    fn success_and_final_failures_end_the_delivery() {
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        let success = policy.decide(1, now, now, AttemptResult::Succeeded, 0.5);
+        assert_eq!(success.outcome, AttemptOutcome::Succeeded);
+        let final_failure = AttemptResult::Final {
+            class: ErrorClass::Http4xx,
+        };
+        assert_eq!(
+            policy.decide(1, now, now, final_failure, 0.5).outcome,
+            AttemptOutcome::Failed
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_bounded() {
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        let asked = |seconds| AttemptResult::Retryable {
+            class: ErrorClass::Http429,
+            retry_after: Some(Duration::from_secs(seconds)),
+        };
+        let decision = policy.decide(1, now, now, asked(120), 0.0);
+        assert_eq!(
+            decision.next_attempt_at,
+            Some(now + chrono::Duration::seconds(120))
+        );
+        let decision = policy.decide(1, now, now, asked(10 * 86_400), 0.0);
+        assert_eq!(
+            decision.next_attempt_at,
+            Some(now + chrono::Duration::hours(8))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn retries_stay_within_bounds(
+            attempt in 1u32..40, jitter in 0.0f64..1.0, age_secs in 0i64..400_000,
+        ) {
+            let policy = RetryPolicy::default();
+            let now = Utc::now();
+            let accepted_at = now - chrono::Duration::seconds(age_secs);
+            let decision = policy.decide(attempt, accepted_at, now, retryable(), jitter);
+            match decision.outcome {
+                AttemptOutcome::RetryScheduled => {
+                    let next = decision.next_attempt_at.expect("retry has a time");
+                    prop_assert!(attempt < policy.max_attempts);
+                    prop_assert!(next > now);
+                    prop_assert!(next - now <= chrono::Duration::from_std(policy.max_delay).expect("fits"));
+                    prop_assert!(next <= accepted_at + chrono::Duration::from_std(policy.deadline).expect("fits"));
+                }
+                AttemptOutcome::DeadLettered => prop_assert!(decision.next_attempt_at.is_none()),
+                other => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        #[test]
+        fn backoff_grows_with_attempts_and_respects_the_jitter_band(attempt in 1u32..30, jitter in 0.0f64..1.0) {
+            let policy = RetryPolicy::default();
+            let floor = policy.backoff(attempt, 0.0);
+            let delay = policy.backoff(attempt, jitter);
+            prop_assert!(delay >= floor && delay <= floor * 2);
+            prop_assert!(policy.backoff(attempt + 1, 0.0) >= floor);
+        }
+    }
+}

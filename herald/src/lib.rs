@@ -1,0 +1,12 @@
+//! The `herald` binary's library: configuration, connections, migrations and the runner that
+//! starts any service alone or all of them in one process.
+
+pub mod app;
+pub mod config;
+pub mod health;
+pub mod migrate;
+pub mod openapi;
+pub mod stack;
+
+pub use app::{run, Service};
+pub use config::HeraldConfig;

@@ -1,0 +1,103 @@
+//! `herald <service>`: runs Herald. See `herald --help`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald::{HeraldConfig, Service};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Webhook delivery: signed, retried, recorded."
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Every service in one process.
+    All,
+    /// The ingest API.
+    Command,
+    /// Delivery workers.
+    Delivery,
+    /// Read-model projectors.
+    Projector,
+    /// The read API.
+    Query,
+    /// Apply Postgres and ClickHouse migrations and create the JetStream streams, then exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let config = HeraldConfig::load()?;
+    let service = match cli.task {
+        Task::All => Service::All,
+        Task::Command => Service::Command,
+        Task::Delivery => Service::Delivery,
+        Task::Projector => Service::Projector,
+        Task::Query => Service::Query,
+        Task::Migrate => {
+            let stack = herald::stack::Stack::connect(&config.stack).await?;
+            herald::migrate::migrate(&config.stack, &stack).await?;
+            println!("migrations applied, streams ready");
+            return Ok(());
+        }
+        Task::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&herald::openapi::document())?
+            );
+            return Ok(());
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&config.stack.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.stack.listen_addr))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    herald::run(service, config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: no new work; finishing in-flight work");
+    shutdown.cancel();
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,55 @@
+//! Pulls log messages in batches: waits for a first message, then takes whatever else
+//! arrives within a short window, up to a maximum. Batching is what makes the projections
+//! cheap: one transaction or one insert per batch, one acknowledgement per batch.
+
+use async_nats::jetstream::consumer::pull::Stream as MessageStream;
+use async_nats::jetstream::Message;
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub enum Pulled {
+    Batch(Vec<Message>),
+    /// The message stream ended or failed; open a new one.
+    Interrupted,
+    Shutdown,
+}
+
+pub async fn next_batch(
+    messages: &mut MessageStream,
+    max: usize,
+    window: Duration,
+    shutdown: &CancellationToken,
+) -> Pulled {
+    let first = tokio::select! {
+        next = messages.next() => next,
+        () = shutdown.cancelled() => return Pulled::Shutdown,
+    };
+    let first = match first {
+        Some(Ok(message)) => message,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "log pull interrupted");
+            return Pulled::Interrupted;
+        }
+        None => return Pulled::Interrupted,
+    };
+    let mut batch = Vec::with_capacity(max.min(4096));
+    batch.push(first);
+    let deadline = Instant::now() + window;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(message))) => batch.push(message),
+            Ok(Some(Err(error))) => {
+                tracing::warn!(%error, "log pull interrupted mid-batch");
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Pulled::Batch(batch)
+}
+
+pub fn sequence(message: &Message) -> u64 {
+    message.info().map(|info| info.stream_sequence).unwrap_or(0)
+}

@@ -1,0 +1,221 @@
+//! Applies attempt records to ClickHouse's raw attempt table, in few large inserts.
+//!
+//! ClickHouse has no transactions, so exactly-once rests on two facts: every row carries its
+//! log sequence, and an insert into a single partition is atomic. At start the projector
+//! asks for the highest sequence already stored and skips everything up to it; batches are
+//! cut where the day (the partition) changes, so each insert lands whole or not at all.
+//! One instance is active at a time.
+
+use crate::batch::{next_batch, sequence, Pulled};
+use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, Message};
+use clickhouse::Row;
+use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
+use serde::Serialize;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CONSUMER_NAME: &str = "projector_clickhouse";
+
+#[derive(Debug, Row, Serialize)]
+pub struct AttemptRow {
+    pub attempt_id: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub tenant_id: String,
+    pub event_type: String,
+    pub trace_id: String,
+    pub attempt_number: u32,
+    pub event_accepted_at: u32,
+    pub scheduled_at: u32,
+    pub started_at: u32,
+    pub finished_at: u32,
+    pub http_status: u16,
+    pub error_class: String,
+    pub outcome: String,
+    pub latency_ms: u32,
+    pub end_to_end_ms: u32,
+    pub log_sequence: u64,
+}
+
+impl AttemptRow {
+    pub fn from_attempt(attempt: &AttemptRecorded, log_sequence: u64) -> Self {
+        let seconds =
+            |at: chrono::DateTime<chrono::Utc>| at.timestamp().clamp(0, u32::MAX as i64) as u32;
+        let end_to_end = (attempt.finished_at - attempt.event_accepted_at).num_milliseconds();
+        Self {
+            attempt_id: attempt.attempt_id.to_string(),
+            event_id: attempt.event_id.to_string(),
+            endpoint_id: attempt.endpoint_id.to_string(),
+            tenant_id: attempt.tenant_id.to_string(),
+            event_type: attempt.event_type.clone(),
+            trace_id: attempt.trace_id.clone(),
+            attempt_number: attempt.attempt_number,
+            event_accepted_at: seconds(attempt.event_accepted_at),
+            scheduled_at: seconds(attempt.scheduled_at),
+            started_at: seconds(attempt.started_at),
+            finished_at: seconds(attempt.finished_at),
+            http_status: attempt.http_status.unwrap_or(0),
+            error_class: attempt
+                .error_class
+                .map(|class| class.as_str())
+                .unwrap_or("")
+                .to_owned(),
+            outcome: attempt.outcome.as_str().to_owned(),
+            latency_ms: attempt.latency_ms,
+            end_to_end_ms: if attempt.outcome == AttemptOutcome::Succeeded {
+                end_to_end.clamp(0, u32::MAX as i64) as u32
+            } else {
+                0
+            },
+            log_sequence,
+        }
+    }
+
+    fn day(&self) -> u32 {
+        self.started_at / 86_400
+    }
+}
+
+pub async fn consumer(
+    log_stream: &jetstream::stream::Stream,
+    attempts_filter: String,
+) -> Result<PullConsumer, String> {
+    log_stream
+        .get_or_create_consumer(
+            CONSUMER_NAME,
+            pull::Config {
+                durable_name: Some(CONSUMER_NAME.to_owned()),
+                filter_subject: attempts_filter,
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(120),
+                max_ack_pending: 200_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| format!("{CONSUMER_NAME}: {error}"))
+}
+
+pub struct ClickHouseProjection {
+    pub client: clickhouse::Client,
+    pub max_rows: usize,
+    pub flush_after: Duration,
+}
+
+impl ClickHouseProjection {
+    pub async fn run(self, consumer: PullConsumer, shutdown: CancellationToken) {
+        let mut applied_through = loop {
+            match self.stored_high_water_mark().await {
+                Ok(sequence) => break sequence,
+                Err(error) => {
+                    tracing::warn!(%error, "ClickHouse unavailable; waiting");
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        while !shutdown.is_cancelled() {
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(5_000)
+                .messages()
+                .await
+            {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot pull the log; retrying");
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let batch =
+                    match next_batch(&mut messages, self.max_rows, self.flush_after, &shutdown)
+                        .await
+                    {
+                        Pulled::Batch(batch) => batch,
+                        Pulled::Interrupted => break,
+                        Pulled::Shutdown => return,
+                    };
+                let rows = rows_after(&batch, applied_through);
+                let mut delay = Duration::from_millis(200);
+                for run in runs_by_day(&rows) {
+                    loop {
+                        match self.insert(run).await {
+                            Ok(()) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
+                                if pause(&shutdown, delay).await {
+                                    return;
+                                }
+                                delay = (delay * 2).min(Duration::from_secs(10));
+                            }
+                        }
+                    }
+                    if let Some(last) = run.last() {
+                        applied_through = last.log_sequence;
+                    }
+                }
+                if let Some(last) = batch.last() {
+                    applied_through = applied_through.max(sequence(last));
+                    if let Err(error) = last.ack().await {
+                        tracing::warn!(%error, "attempt rows stored but not acknowledged; they will be skipped on redelivery");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stored_high_water_mark(&self) -> Result<u64, clickhouse::error::Error> {
+        self.client
+            .query("SELECT max(log_sequence) FROM attempts")
+            .fetch_one::<u64>()
+            .await
+    }
+
+    async fn insert(&self, rows: &[AttemptRow]) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self.client.insert::<AttemptRow>("attempts").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+}
+
+fn rows_after(batch: &[Message], applied_through: u64) -> Vec<AttemptRow> {
+    batch
+        .iter()
+        .filter_map(|message| {
+            let sequence = sequence(message);
+            if sequence <= applied_through {
+                return None;
+            }
+            match LogMessage::decode(&message.payload) {
+                Ok(LogMessage::AttemptRecorded(attempt)) => {
+                    Some(AttemptRow::from_attempt(&attempt, sequence))
+                }
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::error!(sequence, %error, "attempt record cannot be decoded; skipped");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Consecutive rows of the same day, so that each insert touches one partition.
+fn runs_by_day(rows: &[AttemptRow]) -> impl Iterator<Item = &[AttemptRow]> {
+    rows.chunk_by(|first, second| first.day() == second.day())
+}
+
+/// Sleeps unless shut down first; true when shut down.
+async fn pause(shutdown: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}

@@ -1,0 +1,33 @@
+//! Configuration of the projector service (environment variables `HERALD_<FIELD>`).
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ProjectorConfig {
+    /// Most log messages applied to Postgres in one transaction.
+    pub postgres_batch_messages: usize,
+    /// How long the Postgres projector waits to fill a batch once it has a first message.
+    pub postgres_batch_window_ms: u64,
+    /// Most rows in one ClickHouse insert; ClickHouse wants few large inserts.
+    pub clickhouse_batch_rows: usize,
+    /// Longest a row waits before its ClickHouse insert is sent.
+    pub clickhouse_flush_ms: u64,
+    /// Days of attempt history kept in Postgres and in ClickHouse's raw table.
+    pub retention_days: u32,
+    /// Hours an idempotency key is remembered (at least 24).
+    pub idempotency_retention_hours: u32,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            postgres_batch_messages: 1000,
+            postgres_batch_window_ms: 5,
+            clickhouse_batch_rows: 50_000,
+            clickhouse_flush_ms: 1000,
+            retention_days: 30,
+            idempotency_retention_hours: 48,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Herald's projectors: apply the log to the read models. Postgres answers "what is the
+//! state now and what happened"; ClickHouse answers "how well is delivery going". Both can be
+//! dropped and rebuilt from the log.
+
+pub mod batch;
+pub mod clickhouse_projection;
+pub mod config;
+pub mod maintenance;
+pub mod postgres_projection;
+pub mod postgres_rows;
+
+pub use config::ProjectorConfig;
+
+use crate::clickhouse_projection::ClickHouseProjection;
+use crate::maintenance::Maintenance;
+use async_nats::jetstream;
+use herald_schemas::Namespace;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("log unavailable: {0}")]
+    Log(String),
+}
+
+/// Runs both projections and the housekeeping until `shutdown`. A batch in progress is
+/// finished (or, if its store is down, left unacknowledged for redelivery).
+pub async fn run(
+    config: ProjectorConfig,
+    jetstream: jetstream::Context,
+    namespace: Namespace,
+    pool: PgPool,
+    clickhouse: clickhouse::Client,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
+    let log_stream = jetstream
+        .get_stream(namespace.log_stream())
+        .await
+        .map_err(|error| ProjectorError::Log(error.to_string()))?;
+    let postgres_consumer = postgres_projection::consumer(&log_stream)
+        .await
+        .map_err(ProjectorError::Log)?;
+    let clickhouse_consumer =
+        clickhouse_projection::consumer(&log_stream, namespace.attempts_filter())
+            .await
+            .map_err(ProjectorError::Log)?;
+    let postgres = tokio::spawn(postgres_projection::run(
+        pool.clone(),
+        postgres_consumer,
+        config.postgres_batch_messages,
+        Duration::from_millis(config.postgres_batch_window_ms),
+        shutdown.clone(),
+    ));
+    let analytics = tokio::spawn(
+        ClickHouseProjection {
+            client: clickhouse.clone(),
+            max_rows: config.clickhouse_batch_rows,
+            flush_after: Duration::from_millis(config.clickhouse_flush_ms),
+        }
+        .run(clickhouse_consumer, shutdown.clone()),
+    );
+    let housekeeping = tokio::spawn(
+        Maintenance {
+            pool,
+            clickhouse,
+            retention_days: config.retention_days,
+            idempotency_retention_hours: config.idempotency_retention_hours,
+        }
+        .run(shutdown.clone()),
+    );
+    tracing::info!("projector running");
+    let _ = tokio::join!(postgres, analytics, housekeeping);
+    tracing::info!("projector stopped");
+    Ok(())
+}

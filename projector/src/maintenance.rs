@@ -1,0 +1,73 @@
+//! Hourly housekeeping: daily attempt partitions exist ahead of time in Postgres, history
+//! older than the retention is dropped (Postgres partitions, ClickHouse raw partitions), and
+//! expired idempotency keys are forgotten.
+
+use chrono::Utc;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Maintenance {
+    pub pool: PgPool,
+    pub clickhouse: clickhouse::Client,
+    pub retention_days: u32,
+    pub idempotency_retention_hours: u32,
+}
+
+impl Maintenance {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.run_once().await {
+                tracing::warn!(%error, "maintenance failed; will try again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    pub async fn run_once(&self) -> Result<(), String> {
+        let today = Utc::now().date_naive();
+        sqlx::query("SELECT herald_ensure_attempt_partitions($1, 8)")
+            .bind(today - chrono::Days::new(1))
+            .execute(&self.pool)
+            .await
+            .map_err(|error| error.to_string())?;
+        let keep_from = today - chrono::Days::new(u64::from(self.retention_days));
+        let dropped: i32 = sqlx::query_scalar("SELECT herald_drop_attempt_partitions_before($1)")
+            .bind(keep_from)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| error.to_string())?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+        )
+        .bind(self.idempotency_retention_hours.max(24) as i32)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| error.to_string())?;
+        let old_partitions: Vec<String> = self
+            .clickhouse
+            .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'attempts' AND active AND partition < ?")
+            .bind(keep_from.format("%Y%m%d").to_string())
+            .fetch_all::<String>()
+            .await
+            .map_err(|error| error.to_string())?;
+        for partition in &old_partitions {
+            if partition.len() == 8 && partition.bytes().all(|b| b.is_ascii_digit()) {
+                self.clickhouse
+                    .query(&format!("ALTER TABLE attempts DROP PARTITION {partition}"))
+                    .execute()
+                    .await
+                    .map_err(|error| error.to_string())?;
+            }
+        }
+        tracing::info!(
+            postgres_partitions_dropped = dropped,
+            clickhouse_partitions_dropped = old_partitions.len(),
+            "maintenance done"
+        );
+        Ok(())
+    }
+}

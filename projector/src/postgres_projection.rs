@@ -1,0 +1,305 @@
+//! Applies the log to Postgres: events, deliveries and attempts, with exactly-once effect.
+//!
+//! Each batch is one transaction that also moves this projector's checkpoint (the last stream
+//! sequence applied); messages at or below the checkpoint are skipped, so a crash between
+//! commit and acknowledgement, or a redelivery, never applies anything twice. The consumer
+//! acknowledges cumulatively (`AckPolicy::All`): one acknowledgement per batch. One instance
+//! is active at a time; the checkpoint row is locked for the transaction's duration.
+
+use crate::batch::{next_batch, sequence, Pulled};
+use crate::postgres_rows::{AttemptRows, DeliveryUpdates, EventRows, NewDeliveryRows};
+use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, Message};
+use herald_schemas::LogMessage;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const PROJECTOR_NAME: &str = "postgres";
+const CONSUMER_NAME: &str = "projector_postgres";
+
+pub async fn consumer(log_stream: &jetstream::stream::Stream) -> Result<PullConsumer, String> {
+    log_stream
+        .get_or_create_consumer(
+            CONSUMER_NAME,
+            pull::Config {
+                durable_name: Some(CONSUMER_NAME.to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 50_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| format!("{CONSUMER_NAME}: {error}"))
+}
+
+pub async fn run(
+    pool: PgPool,
+    consumer: PullConsumer,
+    max_batch: usize,
+    window: Duration,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(max_batch.max(1))
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull the log; retrying");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let batch = match next_batch(&mut messages, max_batch, window, &shutdown).await {
+                Pulled::Batch(batch) => batch,
+                Pulled::Interrupted => break,
+                Pulled::Shutdown => return,
+            };
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match apply(&pool, &batch).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
+                        pause(&shutdown, delay).await;
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Some(last) = batch.last() {
+                if let Err(error) = last.ack().await {
+                    tracing::warn!(%error, "batch applied but not acknowledged; it will be skipped on redelivery");
+                }
+            }
+        }
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, wait: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// Applies one batch in one transaction.
+pub async fn apply(pool: &PgPool, batch: &[Message]) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let checkpoint: i64 = sqlx::query_scalar(
+        "INSERT INTO projector_checkpoints (projector, stream_sequence, updated_at) VALUES ($1, 0, now()) \
+         ON CONFLICT (projector) DO UPDATE SET projector = EXCLUDED.projector RETURNING stream_sequence",
+    )
+    .bind(PROJECTOR_NAME)
+    .fetch_one(&mut *transaction)
+    .await?;
+
+    let mut events = EventRows::default();
+    let mut new_deliveries = NewDeliveryRows::default();
+    let mut attempts = AttemptRows::default();
+    let mut delivery_updates = DeliveryUpdates::default();
+    let mut last_sequence = checkpoint as u64;
+    for message in batch {
+        let sequence = sequence(message);
+        if sequence <= checkpoint as u64 {
+            continue;
+        }
+        last_sequence = last_sequence.max(sequence);
+        match LogMessage::decode(&message.payload) {
+            Ok(LogMessage::EventAccepted(event)) => {
+                events.push(&event, sequence, &mut new_deliveries)
+            }
+            Ok(LogMessage::AttemptRecorded(attempt)) => {
+                attempts.push(&attempt, sequence);
+                delivery_updates.record(&attempt);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                record_poison(&mut transaction, message, sequence, &error.to_string()).await?
+            }
+        }
+    }
+    if last_sequence == checkpoint as u64 {
+        return Ok(());
+    }
+    insert_events(&mut transaction, &events).await?;
+    insert_deliveries(&mut transaction, &new_deliveries).await?;
+    insert_attempts(&mut transaction, &attempts).await?;
+    let touched_events = delivery_updates.event_ids();
+    update_deliveries(&mut transaction, delivery_updates).await?;
+    update_event_status(&mut transaction, &touched_events).await?;
+    sqlx::query("UPDATE projector_checkpoints SET stream_sequence = $2, updated_at = now() WHERE projector = $1")
+        .bind(PROJECTOR_NAME)
+        .bind(last_sequence as i64)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await
+}
+
+async fn record_poison(
+    transaction: &mut Transaction<'_, Postgres>,
+    message: &Message,
+    sequence: u64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(sequence, %error, "log message cannot be applied; kept in projector_dead_letters");
+    sqlx::query(
+        "INSERT INTO projector_dead_letters (projector, stream_sequence, subject, error, message, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
+    )
+    .bind(PROJECTOR_NAME)
+    .bind(sequence as i64)
+    .bind(message.subject.as_str())
+    .bind(error)
+    .bind(message.payload.as_ref())
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+async fn insert_events(
+    transaction: &mut Transaction<'_, Postgres>,
+    rows: &EventRows,
+) -> Result<(), sqlx::Error> {
+    if rows.event_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence) \
+         SELECT event_id, tenant_id, event_type, payload::json, idempotency_key, trace_id, accepted_at, status, log_sequence \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::int8[]) \
+           AS t(event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(&rows.event_id)
+    .bind(&rows.tenant_id)
+    .bind(&rows.event_type)
+    .bind(&rows.payload)
+    .bind(&rows.idempotency_key)
+    .bind(&rows.trace_id)
+    .bind(&rows.accepted_at)
+    .bind(&rows.status)
+    .bind(&rows.log_sequence)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+async fn insert_deliveries(
+    transaction: &mut Transaction<'_, Postgres>,
+    rows: &NewDeliveryRows,
+) -> Result<(), sqlx::Error> {
+    if rows.event_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, endpoint_id, tenant_id, status, attempt_count, updated_at) \
+         SELECT event_id, endpoint_id, tenant_id, 'pending', 0, now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t(event_id, endpoint_id, tenant_id) \
+         ON CONFLICT (event_id, endpoint_id) DO NOTHING",
+    )
+    .bind(&rows.event_id)
+    .bind(&rows.endpoint_id)
+    .bind(&rows.tenant_id)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+async fn insert_attempts(
+    transaction: &mut Transaction<'_, Postgres>,
+    rows: &AttemptRows,
+) -> Result<(), sqlx::Error> {
+    if rows.attempt_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO attempts (attempt_id, tenant_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, \
+           finished_at, http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id, log_sequence) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[], \
+           $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[], $11::text[], $12::int4[], $13::text[], \
+           $14::timestamptz[], $15::text[], $16::int8[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&rows.attempt_id)
+    .bind(&rows.tenant_id)
+    .bind(&rows.event_id)
+    .bind(&rows.endpoint_id)
+    .bind(&rows.attempt_number)
+    .bind(&rows.scheduled_at)
+    .bind(&rows.started_at)
+    .bind(&rows.finished_at)
+    .bind(&rows.http_status)
+    .bind(&rows.error_code)
+    .bind(&rows.error_message)
+    .bind(&rows.latency_ms)
+    .bind(&rows.outcome)
+    .bind(&rows.next_attempt_at)
+    .bind(&rows.trace_id)
+    .bind(&rows.log_sequence)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+async fn update_deliveries(
+    transaction: &mut Transaction<'_, Postgres>,
+    updates: DeliveryUpdates,
+) -> Result<(), sqlx::Error> {
+    let rows = updates.into_rows();
+    if rows.event_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE deliveries AS d SET status = u.status, attempt_count = d.attempt_count + u.attempts, \
+           last_attempt_at = u.finished_at, next_attempt_at = u.next_attempt_at, \
+           last_http_status = u.http_status, last_error_code = u.error_code, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[]) \
+           AS u(event_id, endpoint_id, attempts, status, finished_at, next_attempt_at, http_status, error_code) \
+         WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id",
+    )
+    .bind(&rows.event_id)
+    .bind(&rows.endpoint_id)
+    .bind(&rows.attempts)
+    .bind(&rows.status)
+    .bind(&rows.finished_at)
+    .bind(&rows.next_attempt_at)
+    .bind(&rows.http_status)
+    .bind(&rows.error_code)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+/// An event is `delivered` when every delivery succeeded, `failed` when every delivery is
+/// over and at least one did not succeed, `delivering` once any attempt was made, and
+/// `pending` before that.
+async fn update_event_status(
+    transaction: &mut Transaction<'_, Postgres>,
+    event_ids: &[uuid::Uuid],
+) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE events AS e SET status = s.status FROM ( \
+           SELECT event_id, CASE \
+             WHEN bool_and(status = 'succeeded') THEN 'delivered' \
+             WHEN bool_and(status IN ('succeeded', 'failed', 'dead_lettered')) THEN 'failed' \
+             WHEN bool_or(attempt_count > 0) THEN 'delivering' \
+             ELSE 'pending' END AS status \
+           FROM deliveries WHERE event_id = ANY($1) GROUP BY event_id) AS s \
+         WHERE e.event_id = s.event_id AND e.status <> s.status",
+    )
+    .bind(event_ids)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}

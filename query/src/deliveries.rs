@@ -1,0 +1,125 @@
+//! `GET /v1/deliveries`: the attempt history, newest first, filtered by event and/or
+//! endpoint, paginated with an opaque cursor.
+
+use crate::params::{parse_limit, parse_uuid, Cursor};
+use crate::state::QueryState;
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use herald_http::{ApiError, AuthenticatedTenant};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 250;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeliveriesQuery {
+    /// Only attempts for this event.
+    pub event_id: Option<String>,
+    /// Only attempts to this endpoint.
+    pub endpoint_id: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-250 (default 50).
+    pub limit: Option<String>,
+}
+
+/// One HTTP attempt to deliver an event to an endpoint.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AttemptView {
+    pub attempt_id: Uuid,
+    pub event_id: Uuid,
+    pub endpoint_id: Uuid,
+    /// 1 for the first attempt of a delivery.
+    pub attempt_number: i32,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The receiver's status code; absent when it did not answer.
+    pub http_status: Option<i32>,
+    /// Why it failed: `http_3xx`, `http_4xx`, `http_429`, `http_5xx`, `timeout`,
+    /// `connection`, `dns`, `target_refused`, `endpoint_unavailable`, `http_invalid`.
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub latency_ms: i32,
+    /// `succeeded`, `retry_scheduled`, `failed` or `dead_lettered`.
+    pub outcome: String,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// W3C trace id, also sent to the receiver in `traceparent`.
+    pub trace_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptPage {
+    pub data: Vec<AttemptView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/deliveries", tag = "deliveries",
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, body = AttemptPage),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_deliveries(
+    State(state): State<QueryState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Query(query): Query<DeliveriesQuery>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    let event_id = query
+        .event_id
+        .as_deref()
+        .map(|id| parse_uuid("event_id", id))
+        .transpose()?;
+    let endpoint_id = query
+        .endpoint_id
+        .as_deref()
+        .map(|id| parse_uuid("endpoint_id", id))
+        .transpose()?;
+    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "SELECT attempt_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, finished_at, \
+         http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id \
+         FROM attempts WHERE tenant_id = ",
+    );
+    sql.push_bind(tenant_id.as_uuid());
+    if let Some(event_id) = event_id {
+        sql.push(" AND event_id = ").push_bind(event_id);
+    }
+    if let Some(endpoint_id) = endpoint_id {
+        sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
+    }
+    if let Some(cursor) = cursor {
+        sql.push(" AND (started_at, attempt_id) < (")
+            .push_bind(cursor.at)
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
+    sql.push(" ORDER BY started_at DESC, attempt_id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let mut data: Vec<AttemptView> = sql.build_query_as().fetch_all(&state.pool).await?;
+    let next_cursor = if data.len() as i64 > limit {
+        data.truncate(limit as usize);
+        data.last().map(|last| {
+            Cursor {
+                at: last.started_at,
+                id: last.attempt_id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(AttemptPage { data, next_cursor }))
+}

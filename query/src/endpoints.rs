@@ -1,0 +1,84 @@
+//! `GET /v1/webhook_endpoints[/{endpoint_id}]`: a tenant's endpoints. Secrets are shown only
+//! when an endpoint is created.
+
+use crate::params::parse_uuid;
+use crate::state::QueryState;
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use herald_http::{ApiError, AuthenticatedTenant};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct EndpointView {
+    pub endpoint_id: Uuid,
+    pub url: String,
+    /// Event types delivered; null delivers every type.
+    #[sqlx(rename = "event_types")]
+    pub events: Option<Vec<String>>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointList {
+    pub data: Vec<EndpointView>,
+}
+
+const COLUMNS: &str = "endpoint_id, url, event_types, enabled, description, created_at, updated_at";
+
+#[utoipa::path(
+    get, path = "/v1/webhook_endpoints", tag = "endpoints",
+    responses(
+        (status = 200, body = EndpointList),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_endpoints(
+    State(state): State<QueryState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+) -> Result<Json<EndpointList>, ApiError> {
+    let data = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE tenant_id = $1 ORDER BY endpoint_id"
+    ))
+    .bind(tenant_id.as_uuid())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(EndpointList { data }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/webhook_endpoints/{endpoint_id}", tag = "endpoints",
+    params(("endpoint_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = EndpointView),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_endpoint(
+    State(state): State<QueryState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Path(endpoint_id): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint_id = parse_uuid("endpoint_id", &endpoint_id)?;
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE endpoint_id = $1 AND tenant_id = $2"
+    ))
+    .bind(endpoint_id)
+    .bind(tenant_id.as_uuid())
+    .fetch_optional(&state.pool)
+    .await?
+    .map(Json)
+    .ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "endpoint {endpoint_id} does not exist for this tenant"
+        ))
+    })
+}

@@ -1,0 +1,34 @@
+//! Herald's query service: the read API over the Postgres read models (events, deliveries,
+//! attempt history, endpoints), described by OpenAPI.
+
+pub mod deliveries;
+pub mod endpoints;
+pub mod events;
+pub mod params;
+pub mod state;
+
+pub use state::QueryState;
+
+use axum::routing::get;
+use axum::Router;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    events::get_event,
+    deliveries::list_deliveries,
+    endpoints::list_endpoints,
+    endpoints::get_endpoint
+))]
+pub struct QueryApi;
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/events/{event_id}", get(events::get_event))
+        .route("/v1/deliveries", get(deliveries::list_deliveries))
+        .route("/v1/webhook_endpoints", get(endpoints::list_endpoints))
+        .route(
+            "/v1/webhook_endpoints/{endpoint_id}",
+            get(endpoints::get_endpoint),
+        )
+        .with_state(state)
+}
