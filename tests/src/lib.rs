@@ -1,0 +1,349 @@
+//! The end-to-end test harness: one real Herald (`herald all`, in-process on its own runtime)
+//! per test binary, against the real NATS, Postgres and ClickHouse of the local stack, with
+//! resources named uniquely for this run; and real HTTP receivers that tests program.
+
+pub mod receiver;
+pub mod signature;
+
+use anyhow::{bail, Context, Result};
+use herald::config::StackConfig;
+use herald::{HeraldConfig, Service};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A running Herald shared by every test in this binary.
+pub struct TestHerald {
+    pub base_url: String,
+    pub admin_token: String,
+    pub database_url: String,
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+}
+
+static HERALD: OnceLock<TestHerald> = OnceLock::new();
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Starts Herald on first use.
+pub fn herald() -> &'static TestHerald {
+    HERALD.get_or_init(|| {
+        start().expect("test Herald starts (is the stack up? `make test` starts it)")
+    })
+}
+
+fn start() -> Result<TestHerald> {
+    let run_id = format!("t{:08x}", rand_u32());
+    let defaults = StackConfig::default();
+    let server_database_url = env_or("HERALD_DATABASE_URL", &defaults.database_url);
+    let database_name = format!("herald_{run_id}");
+    let database_url = replace_database(&server_database_url, &database_name);
+    let clickhouse_url = env_or("HERALD_CLICKHOUSE_URL", &defaults.clickhouse_url);
+    let admin_token = format!("adm_{run_id}_{:08x}", rand_u32());
+    let stack = StackConfig {
+        nats_url: env_or("HERALD_NATS_URL", &defaults.nats_url),
+        database_url: database_url.clone(),
+        database_max_connections: 16,
+        clickhouse_url: clickhouse_url.clone(),
+        clickhouse_database: database_name.clone(),
+        namespace: run_id.clone(),
+        listen_addr: "127.0.0.1:0".to_owned(),
+    };
+    let mut config = HeraldConfig {
+        stack,
+        ..HeraldConfig::default()
+    };
+    config.command.admin_token = Some(admin_token.clone().into());
+    config.command.allowed_target_cidrs = "127.0.0.0/8,::1/128".to_owned();
+    config.delivery.allowed_target_cidrs = "127.0.0.0/8,::1/128".to_owned();
+    config.delivery.request_timeout_ms = 2_000;
+    config.delivery.connect_timeout_ms = 1_000;
+    config.delivery.retry_initial_delay_ms = 300;
+    config.delivery.retry_multiplier = 2.0;
+    config.delivery.retry_max_delay_ms = 2_000;
+    config.delivery.retry_max_attempts = 4;
+    config.projector.clickhouse_flush_ms = 200;
+
+    let (address_sender, address_receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("herald-under-test".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let prepared = create_database(&server_database_url, &database_name).await;
+                if let Err(error) = prepared {
+                    let _ = address_sender.send(Err(error));
+                    return;
+                }
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        let _ = address_sender.send(Err(error.into()));
+                        return;
+                    }
+                };
+                let address = listener.local_addr().expect("bound");
+                let mut service = tokio::spawn(herald::run(
+                    Service::All,
+                    config,
+                    listener,
+                    CancellationToken::new(),
+                ));
+                // Ready when /healthz says every store answers.
+                let client = http_client();
+                let readiness = wait_until(Duration::from_secs(60), "herald /healthz", || async {
+                    let response = client
+                        .get(format!("http://{address}/healthz"))
+                        .send()
+                        .await
+                        .ok()?;
+                    response.status().is_success().then_some(())
+                });
+                let ready = tokio::select! {
+                    ready = readiness => ready,
+                    stopped = &mut service => Err(anyhow::anyhow!("herald stopped while starting: {stopped:?}")),
+                };
+                let failed = ready.is_err();
+                let _ = address_sender.send(ready.map(|()| address));
+                if failed {
+                    return;
+                }
+                // Runs for the life of the test process.
+                if let Ok(Err(error)) = service.await {
+                    eprintln!("herald under test stopped: {error}");
+                }
+            });
+        })?;
+    let address = address_receiver.recv_timeout(Duration::from_secs(90))??;
+    Ok(TestHerald {
+        base_url: format!("http://{address}"),
+        admin_token,
+        database_url,
+        clickhouse_url,
+        clickhouse_database: format!("herald_{run_id}"),
+    })
+}
+
+/// An HTTP client; reqwest is built without a bundled crypto provider, so one is installed.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    match url.rfind('/') {
+        Some(index) if index > "postgres://".len() => format!("{}/{database}", &url[..index]),
+        _ => format!("{url}/{database}"),
+    }
+}
+
+async fn create_database(server_url: &str, database: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(server_url)
+        .await
+        .with_context(|| "connect to Postgres to create the test database")?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut connection)
+        .await?;
+    Ok(())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `deadline`.
+pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= end {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// An HTTP client for one test, speaking to the shared Herald.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub herald: &'static TestHerald,
+}
+
+pub struct Tenant {
+    pub tenant_id: String,
+    pub api_key: String,
+}
+
+pub struct Endpoint {
+    pub endpoint_id: String,
+    pub secret: String,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn new() -> Self {
+        Self {
+            http: http_client(),
+            herald: herald(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.herald.base_url)
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let response = self
+            .http
+            .post(self.url("/admin/v1/tenants"))
+            .bearer_auth(&self.herald.admin_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!(
+                "tenant not created: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        let body: Value = response.json().await?;
+        Ok(Tenant {
+            tenant_id: body["tenant_id"].as_str().context("tenant_id")?.to_owned(),
+            api_key: body["api_key"].as_str().context("api_key")?.to_owned(),
+        })
+    }
+
+    pub async fn create_endpoint(&self, tenant: &Tenant, body: Value) -> Result<Endpoint> {
+        let response = self
+            .http
+            .post(self.url("/v1/webhook_endpoints"))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!(
+                "endpoint not created: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        let body: Value = response.json().await?;
+        Ok(Endpoint {
+            endpoint_id: body["endpoint_id"]
+                .as_str()
+                .context("endpoint_id")?
+                .to_owned(),
+            secret: body["secret"].as_str().context("secret")?.to_owned(),
+            body,
+        })
+    }
+
+    /// POSTs an event and returns (status, body).
+    pub async fn post_event(&self, tenant: &Tenant, body: Value) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn send_event(&self, tenant: &Tenant, body: Value) -> Result<String> {
+        let (status, body) = self.post_event(tenant, body).await?;
+        if status != 202 {
+            bail!("event not accepted: {status} {body}");
+        }
+        Ok(body["event_id"].as_str().context("event_id")?.to_owned())
+    }
+
+    pub async fn get(&self, tenant: &Tenant, path: &str) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&tenant.api_key)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits until the event's status is `status`, returning the event.
+    pub async fn wait_for_event_status(
+        &self,
+        tenant: &Tenant,
+        event_id: &str,
+        status: &str,
+    ) -> Result<Value> {
+        let path = format!("/v1/events/{event_id}");
+        wait_until(
+            Duration::from_secs(20),
+            &format!("event {event_id} to be {status}"),
+            || async {
+                let (code, body) = self.get(tenant, &path).await.ok()?;
+                (code == 200 && body["status"] == status).then_some(body)
+            },
+        )
+        .await
+    }
+
+    /// Runs a ClickHouse query over HTTP and returns its TabSeparated output.
+    pub async fn clickhouse(&self, sql: &str) -> Result<String> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/?database={}",
+                self.herald.clickhouse_url, self.herald.clickhouse_database
+            ))
+            .body(sql.to_owned())
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("ClickHouse said {status}: {text}");
+        }
+        Ok(text.trim().to_owned())
+    }
+
+    pub async fn postgres(&self) -> Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.herald.database_url)
+            .await?)
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,115 @@
+//! A real HTTP receiver on loopback that records what it gets and answers as told.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct ReceivedRequest {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub received_at: Instant,
+}
+
+impl ReceivedRequest {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How to answer one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    requests: Vec<ReceivedRequest>,
+    script: VecDeque<Reply>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 to everything not scripted.
+    pub async fn start() -> Self {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let router = Router::new()
+            .route("/hook", post(receive))
+            .with_state(recorded.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, recorded }
+    }
+
+    /// The next requests get these replies, in order; after them, 200.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.recorded.lock().expect("lock").script.extend(replies);
+    }
+
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.recorded.lock().expect("lock").requests.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.recorded.lock().expect("lock").requests.len()
+    }
+}
+
+async fn receive(
+    State(recorded): State<Arc<Mutex<Recorded>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = {
+        let mut recorded = recorded.lock().expect("lock");
+        recorded.requests.push(ReceivedRequest {
+            headers,
+            body,
+            received_at: Instant::now(),
+        });
+        recorded.script.pop_front().unwrap_or(Reply::status(200))
+    };
+    let mut response = StatusCode::from_u16(reply.status)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        .into_response();
+    for (name, value) in reply.headers {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

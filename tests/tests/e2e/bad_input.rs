@@ -1,0 +1,156 @@
+//! Bad input gets a clear `application/problem+json` error and changes nothing.
+
+use herald_tests::receiver::Receiver;
+use herald_tests::Api;
+use serde_json::{json, Value};
+
+async fn problem(response: reqwest::Response) -> anyhow::Result<(u16, Value)> {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    let body: Value = response.json().await?;
+    assert_eq!(body["status"], status);
+    assert!(body["detail"]
+        .as_str()
+        .is_some_and(|detail| !detail.is_empty()));
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_401() -> anyhow::Result<()> {
+    let api = Api::new();
+    let no_key = api
+        .http
+        .post(api.url("/v1/events"))
+        .json(&json!({"type": "t", "payload": {}}))
+        .send()
+        .await?;
+    assert_eq!(problem(no_key).await?.0, 401);
+    let wrong_key = api
+        .http
+        .get(api.url("/v1/deliveries"))
+        .bearer_auth("hk_not-a-real-key")
+        .send()
+        .await?;
+    assert_eq!(problem(wrong_key).await?.0, 401);
+    let tenant_as_admin = api.create_tenant("not-admin").await?;
+    let response = api
+        .http
+        .post(api.url("/admin/v1/tenants"))
+        .bearer_auth(&tenant_as_admin.api_key)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await?;
+    assert_eq!(problem(response).await?.0, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_invalid_and_oversized_requests_change_nothing() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("bad-input").await?;
+    let receiver = Receiver::start().await;
+    api.create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let post = |body: String| {
+        api.http
+            .post(api.url("/v1/events"))
+            .bearer_auth(&tenant.api_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let (status, _) = problem(post("{\"type\": \"t\", \"payload\": ".to_owned()).await?).await?;
+    assert_eq!(status, 400);
+
+    for (body, field) in [
+        (json!({"payload": {}}), "type"),
+        (json!({"type": "has space", "payload": {}}), "type"),
+        (json!({"type": 5, "payload": {}}), "type"),
+        (json!({"type": "t"}), "payload"),
+        (json!({"type": "t", "payload": null}), "payload"),
+        (
+            json!({"type": "t", "payload": {}, "target_endpoints": ["nope"]}),
+            "target_endpoints[0]",
+        ),
+        (
+            json!({"type": "t", "payload": {}, "idempotency_key": ""}),
+            "idempotency_key",
+        ),
+        (
+            json!({"type": "t", "payload": {}, "unexpected": 1}),
+            "unexpected",
+        ),
+    ] {
+        let (status, problem) = problem(post(body.to_string()).await?).await?;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+
+    let oversized = json!({"type": "t", "payload": {"blob": "x".repeat(300 * 1024)}}).to_string();
+    let (status, problem_body) = problem(post(oversized).await?).await?;
+    assert_eq!(status, 413);
+    assert!(problem_body["detail"]
+        .as_str()
+        .unwrap_or("")
+        .contains("262144"));
+
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/"}), "url"),
+        (
+            json!({"url": "http://169.254.169.254/latest/meta-data"}),
+            "url",
+        ),
+        (json!({"url": "http://10.1.2.3/hook"}), "url"),
+        (json!({"url": receiver.url, "secret": "plain"}), "secret"),
+        (json!({"url": receiver.url, "events": []}), "events"),
+        (
+            json!({"url": receiver.url, "events": ["ok", "not ok"]}),
+            "events[1]",
+        ),
+        (json!({"events": ["a"]}), "url"),
+    ] {
+        let response = api
+            .http
+            .post(api.url("/v1/webhook_endpoints"))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        let (status, problem) = problem(response).await?;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+
+    // Nothing was accepted: only the one valid endpoint exists and no attempt was made.
+    let (_, endpoints) = api.get(&tenant, "/v1/webhook_endpoints").await?;
+    assert_eq!(endpoints["data"].as_array().map(Vec::len), Some(1));
+    let marker = api
+        .send_event(&tenant, json!({"type": "marker", "payload": {}}))
+        .await?;
+    api.wait_for_event_status(&tenant, &marker, "delivered")
+        .await?;
+    let (_, page) = api.get(&tenant, "/v1/deliveries").await?;
+    let attempts = page["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{page}");
+    assert_eq!(attempts[0]["event_id"], marker.as_str());
+    assert_eq!(receiver.count(), 1);
+
+    let (status, problem_body) = problem(
+        api.http
+            .get(api.url("/v1/deliveries?limit=1000"))
+            .bearer_auth(&tenant.api_key)
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 422);
+    assert_eq!(problem_body["field"], "limit");
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `herald all` against the real NATS, Postgres and ClickHouse of
+//! the local stack (`make test` starts it) and real HTTP receivers on loopback.
+
+mod bad_input;
+mod delivery_path;
+mod idempotency;
+mod isolation;
+mod retries;
+mod routing;

@@ -1,0 +1,110 @@
+//! Which endpoints an event reaches: the endpoint's event-type filter, `target_endpoints`,
+//! and disabled endpoints.
+
+use herald_tests::receiver::Receiver;
+use herald_tests::{wait_until, Api};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn endpoints_receive_only_the_event_types_they_subscribed_to() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("filter").await?;
+    let invoices = Receiver::start().await;
+    let everything = Receiver::start().await;
+    let disabled = Receiver::start().await;
+    let invoices_endpoint = api
+        .create_endpoint(
+            &tenant,
+            json!({ "url": invoices.url, "events": ["invoice.paid", "invoice.voided"] }),
+        )
+        .await?;
+    assert_eq!(
+        invoices_endpoint.body["events"],
+        json!(["invoice.paid", "invoice.voided"])
+    );
+    api.create_endpoint(&tenant, json!({ "url": everything.url }))
+        .await?;
+    api.create_endpoint(&tenant, json!({ "url": disabled.url, "enabled": false }))
+        .await?;
+
+    let user_event = api
+        .send_event(
+            &tenant,
+            json!({ "type": "user.created", "payload": {"id": 1} }),
+        )
+        .await?;
+    let invoice_event = api
+        .send_event(
+            &tenant,
+            json!({ "type": "invoice.paid", "payload": {"id": 2} }),
+        )
+        .await?;
+
+    let user = api
+        .wait_for_event_status(&tenant, &user_event, "delivered")
+        .await?;
+    assert_eq!(user["deliveries"].as_array().map(Vec::len), Some(1));
+    let invoice = api
+        .wait_for_event_status(&tenant, &invoice_event, "delivered")
+        .await?;
+    assert_eq!(invoice["deliveries"].as_array().map(Vec::len), Some(2));
+
+    let ids = |receiver: &Receiver| -> Vec<String> {
+        receiver
+            .requests()
+            .iter()
+            .map(|request| request.header("webhook-id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&invoices), vec![invoice_event.clone()]);
+    let mut got = ids(&everything);
+    got.sort();
+    let mut expected = vec![user_event, invoice_event];
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(disabled.count(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn target_endpoints_narrow_an_event_to_the_named_endpoints() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("targets").await?;
+    let chosen = Receiver::start().await;
+    let other = Receiver::start().await;
+    let chosen_endpoint = api
+        .create_endpoint(&tenant, json!({ "url": chosen.url }))
+        .await?;
+    api.create_endpoint(&tenant, json!({ "url": other.url }))
+        .await?;
+
+    let event_id = api
+        .send_event(&tenant, json!({ "type": "t", "payload": {}, "target_endpoints": [chosen_endpoint.endpoint_id] }))
+        .await?;
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "delivered")
+        .await?;
+    assert_eq!(event["deliveries"].as_array().map(Vec::len), Some(1));
+    wait_until(Duration::from_secs(5), "the chosen receiver", || async {
+        (chosen.count() == 1).then_some(())
+    })
+    .await?;
+    assert_eq!(other.count(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_no_endpoint_wants_is_accepted_and_done() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("nobody").await?;
+    let event_id = api
+        .send_event(&tenant, json!({ "type": "t", "payload": [1, 2] }))
+        .await?;
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "delivered")
+        .await?;
+    assert_eq!(event["deliveries"], json!([]));
+    assert_eq!(event["payload"], json!([1, 2]));
+    Ok(())
+}
