@@ -1,0 +1,32 @@
+# Herald — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test stack stack-down stack-status lint build
+
+## Start the local stack (NATS, PostgreSQL, ClickHouse under .stack/) and run every service
+## in the foreground on http://127.0.0.1:8080.
+run: stack
+	$(CARGO) build --release -p herald
+	scripts/run.sh
+
+## The whole test suite against the real stack (started if it is not up).
+test: stack
+	$(CARGO) test --workspace --no-fail-fast
+
+## fmt and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --release -p herald
+
+stack:
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status
