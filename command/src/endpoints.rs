@@ -2,13 +2,15 @@
 
 use crate::state::CommandState;
 use crate::validation;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use herald_delivery::SigningSecret;
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
-use herald_schemas::{EndpointCreated, EndpointId, EndpointSnapshot, LogMessage};
+use herald_schemas::{
+    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -140,4 +142,100 @@ fn validate_event_types(events: Option<Vec<String>>) -> Result<Option<Vec<String
     events.sort();
     events.dedup();
     Ok(Some(events))
+}
+
+/// How long the previous secret stays valid after a rotation unless the request says otherwise.
+const DEFAULT_GRACE_SECONDS: u32 = 24 * 3600;
+const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new `whsec_…` secret; generated when absent.
+    pub secret: Option<String>,
+    /// How long deliveries stay signed with the previous secret too (0-604800, default 86400).
+    pub grace_period_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretRotated {
+    pub endpoint_id: uuid::Uuid,
+    /// The new secret.
+    pub secret: String,
+    /// Until then deliveries carry signatures by both the new and the previous secret.
+    pub previous_secret_expires_at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/webhook_endpoints/{endpoint_id}/secret/rotate", tag = "endpoints",
+    params(("endpoint_id" = uuid::Uuid, Path)),
+    request_body(content = Option<RotateSecret>, description = "Optional; `{}` or no body generates a secret"),
+    responses(
+        (status = 200, body = SecretRotated),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn rotate_secret(
+    State(state): State<CommandState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Path(endpoint_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<SecretRotated>, ApiError> {
+    let endpoint_id = endpoint_id
+        .parse::<EndpointId>()
+        .map_err(|_| ApiError::invalid("endpoint_id", "must be a UUID"))?;
+    let request: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecret::default()
+    } else {
+        herald_http::json_body::parse(&body)?
+    };
+    let secret = match request.secret.as_deref() {
+        Some(text) => SigningSecret::parse(text)
+            .map_err(|error| ApiError::invalid("secret", error.to_string()))?,
+        None => SigningSecret::generate(),
+    };
+    let grace = request
+        .grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "grace_period_seconds",
+            format!("must be at most {MAX_GRACE_SECONDS} (7 days)"),
+        ));
+    }
+    let rotated_at = Utc::now();
+    let previous_secret_expires_at = rotated_at + chrono::Duration::seconds(i64::from(grace));
+    let updated = sqlx::query(
+        "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $3, secret = $4, \
+         updated_at = $5 WHERE endpoint_id = $1 AND tenant_id = $2",
+    )
+    .bind(endpoint_id.as_uuid())
+    .bind(tenant_id.as_uuid())
+    .bind(previous_secret_expires_at)
+    .bind(secret.expose())
+    .bind(rotated_at)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound(format!(
+            "endpoint {endpoint_id} does not exist for this tenant"
+        )));
+    }
+    tracing::info!(%tenant_id, %endpoint_id, grace_seconds = grace, "endpoint secret rotated");
+    let message = LogMessage::EndpointSecretRotated(EndpointSecretRotated {
+        endpoint_id,
+        tenant_id,
+        rotated_at,
+        previous_secret_expires_at,
+    });
+    crate::publish_config_change(&state, tenant_id, &message).await;
+    Ok(Json(SecretRotated {
+        endpoint_id: endpoint_id.as_uuid(),
+        secret: secret.expose(),
+        previous_secret_expires_at,
+    }))
 }

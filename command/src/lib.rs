@@ -37,6 +37,10 @@ pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/admin/v1/tenants", post(tenants::create_tenant))
         .route("/v1/webhook_endpoints", post(endpoints::create_endpoint))
+        .route(
+            "/v1/webhook_endpoints/{endpoint_id}/secret/rotate",
+            post(endpoints::rotate_secret),
+        )
         .route("/v1/events", post(events::create_event))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
@@ -78,8 +82,11 @@ pub async fn follow_config_changes(
             () = shutdown.cancelled() => break,
         };
         let Some(change) = change else { break };
-        if let Ok(LogMessage::EndpointCreated(created)) = LogMessage::decode(&change.payload) {
-            state.routing.invalidate(created.endpoint.tenant_id);
+        if let Some((tenant_id, _)) = LogMessage::decode(&change.payload)
+            .ok()
+            .and_then(|message| message.changed_endpoint())
+        {
+            state.routing.invalidate(tenant_id);
         }
     }
 }

@@ -68,7 +68,7 @@ impl AttemptRunner {
                         event_type: &job.event.event_type,
                         payload: &job.event.payload,
                         trace_id: &job.event.trace_id,
-                        secret: &target.secret,
+                        secrets: &target.secrets,
                     })
                     .await
             }
@@ -86,6 +86,10 @@ impl AttemptRunner {
             AttemptResult::Retryable { class, .. } | AttemptResult::Final { class } => Some(class),
         };
         let event = &job.event;
+        if report.http_status == Some(410) {
+            self.disable_gone_endpoint(event.tenant_id, job.endpoint_id)
+                .await?;
+        }
         let record = AttemptRecorded {
             attempt_id: AttemptId::generate(),
             event_id: event.event_id,
@@ -128,6 +132,33 @@ impl AttemptRunner {
             }
         }
         Ok(decision.outcome)
+    }
+}
+
+impl AttemptRunner {
+    /// 410 Gone means the receiver will never want deliveries again: stop sending any.
+    async fn disable_gone_endpoint(
+        &self,
+        tenant_id: herald_schemas::TenantId,
+        endpoint_id: EndpointId,
+    ) -> Result<(), AttemptError> {
+        let disabled_at = Utc::now();
+        let reason = format!(
+            "the receiver answered 410 Gone at {}",
+            disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if self.endpoints.disable(endpoint_id, &reason).await? {
+            tracing::warn!(%endpoint_id, "endpoint disabled: receiver answered 410 Gone");
+            let message = LogMessage::EndpointDisabled(herald_schemas::EndpointDisabled {
+                endpoint_id,
+                tenant_id,
+                reason,
+                disabled_at,
+            });
+            let subject = self.publisher.namespace().config_subject(tenant_id);
+            self.publisher.publish(subject, &message).await?;
+        }
+        Ok(())
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct EndpointTarget {
     pub url: String,
-    pub secret: SigningSecret,
+    /// The current secret first; during a rotation's grace period also the previous one.
+    pub secrets: Vec<SigningSecret>,
     pub enabled: bool,
 }
 
@@ -49,28 +50,56 @@ impl EndpointRegistry {
         if let Some(target) = self.cached(endpoint_id) {
             return Ok(target);
         }
-        let row: Option<(String, String, bool)> =
-            sqlx::query_as("SELECT url, secret, enabled FROM endpoints WHERE endpoint_id = $1")
-                .bind(endpoint_id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        let target = row.and_then(
-            |(url, secret, enabled)| match SigningSecret::parse(&secret) {
-                Ok(secret) => Some(Arc::new(EndpointTarget {
-                    url,
-                    secret,
-                    enabled,
-                })),
-                Err(error) => {
-                    tracing::error!(%endpoint_id, %error, "stored endpoint secret is unreadable");
-                    None
+        let row: Option<(String, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT url, secret, \
+               CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, enabled \
+             FROM endpoints WHERE endpoint_id = $1",
+        )
+        .bind(endpoint_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        let target = row.and_then(|(url, secret, previous, enabled)| {
+            let mut secrets = Vec::with_capacity(2);
+            for text in std::iter::once(secret).chain(previous) {
+                match SigningSecret::parse(&text) {
+                    Ok(secret) => secrets.push(secret),
+                    Err(error) => {
+                        tracing::error!(%endpoint_id, %error, "stored endpoint secret is unreadable")
+                    }
                 }
-            },
-        );
+            }
+            (!secrets.is_empty()).then(|| {
+                Arc::new(EndpointTarget {
+                    url,
+                    secrets,
+                    enabled,
+                })
+            })
+        });
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(endpoint_id, (target.clone(), Instant::now()));
         }
         Ok(target)
+    }
+
+    /// Stops deliveries to an endpoint whose receiver said it is gone for good; returns whether
+    /// this call disabled it (false if it already was).
+    pub async fn disable(
+        &self,
+        endpoint_id: EndpointId,
+        reason: &str,
+    ) -> Result<bool, RegistryError> {
+        let updated = sqlx::query(
+            "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now() \
+             WHERE endpoint_id = $1 AND enabled",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.invalidate(endpoint_id);
+        Ok(updated == 1)
     }
 
     /// Forgets a cached endpoint, e.g. when the log says it changed.

@@ -42,7 +42,8 @@ pub struct Webhook<'a> {
     pub event_type: &'a str,
     pub payload: &'a RawValue,
     pub trace_id: &'a str,
-    pub secret: &'a SigningSecret,
+    /// Each signs the message; receivers accept any one of the signatures.
+    pub secrets: &'a [SigningSecret],
 }
 
 #[derive(Serialize)]
@@ -135,7 +136,12 @@ impl HttpSender {
         })
         .unwrap_or_default();
         let webhook_id = webhook.event_id.to_string();
-        let signature = webhook.secret.sign(&webhook_id, timestamp, &body);
+        let signature = webhook
+            .secrets
+            .iter()
+            .map(|secret| secret.sign(&webhook_id, timestamp, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut headers = HeaderMap::with_capacity(7);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(

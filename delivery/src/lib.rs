@@ -106,6 +106,12 @@ pub async fn run(
             hard_stop.clone(),
         )));
     }
+    loops.push(tokio::spawn(follow_config_changes(
+        runner.clone(),
+        jetstream.client(),
+        namespace.config_filter(),
+        shutdown.clone(),
+    )));
     tracing::info!("delivery service running");
     shutdown.cancelled().await;
     for handle in loops {
@@ -120,6 +126,37 @@ pub async fn run(
     }
     tracing::info!("delivery service stopped");
     Ok(())
+}
+
+/// Forgets cached endpoints as soon as the log says they changed (rotated secret, disabled),
+/// so changes apply within milliseconds rather than after the cache TTL.
+async fn follow_config_changes(
+    runner: Arc<AttemptRunner>,
+    nats: async_nats::Client,
+    subject: String,
+    shutdown: CancellationToken,
+) {
+    use futures::StreamExt;
+    let mut changes = match nats.subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow configuration changes; relying on the cache TTL");
+            return;
+        }
+    };
+    loop {
+        let change = tokio::select! {
+            change = changes.next() => change,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(change) = change else { break };
+        if let Some((_, endpoint_id)) = herald_schemas::LogMessage::decode(&change.payload)
+            .ok()
+            .and_then(|message| message.changed_endpoint())
+        {
+            runner.endpoints.invalidate(endpoint_id);
+        }
+    }
 }
 
 async fn get_stream(

@@ -19,6 +19,8 @@ pub struct EndpointView {
     #[sqlx(rename = "event_types")]
     pub events: Option<Vec<String>>,
     pub enabled: bool,
+    /// Why the endpoint was disabled by Herald (e.g. its receiver answered 410 Gone).
+    pub disabled_reason: Option<String>,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -29,7 +31,8 @@ pub struct EndpointList {
     pub data: Vec<EndpointView>,
 }
 
-const COLUMNS: &str = "endpoint_id, url, event_types, enabled, description, created_at, updated_at";
+const COLUMNS: &str =
+    "endpoint_id, url, event_types, enabled, disabled_reason, description, created_at, updated_at";
 
 #[utoipa::path(
     get, path = "/v1/webhook_endpoints", tag = "endpoints",

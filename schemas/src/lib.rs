@@ -14,7 +14,7 @@ pub mod subjects;
 pub use ids::{AttemptId, EndpointId, EventId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
-    AttemptOutcome, AttemptRecorded, EndpointCreated, EndpointSnapshot, ErrorClass, EventAccepted,
-    RetryDue, TenantCreated,
+    AttemptOutcome, AttemptRecorded, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
+    EndpointSnapshot, ErrorClass, EventAccepted, RetryDue, TenantCreated,
 };
 pub use subjects::Namespace;

@@ -4,7 +4,10 @@
 //! struct. That keeps raw payloads (`RawValue`) intact, and it is where an old variant would
 //! be upcast to the current one.
 
-use crate::messages::{AttemptRecorded, EndpointCreated, EventAccepted, RetryDue, TenantCreated};
+use crate::messages::{
+    AttemptRecorded, EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted,
+    RetryDue, TenantCreated,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,6 +26,10 @@ pub enum LogMessage {
     TenantCreated(TenantCreated),
     #[serde(rename = "endpoint.created.v1")]
     EndpointCreated(EndpointCreated),
+    #[serde(rename = "endpoint.secret_rotated.v1")]
+    EndpointSecretRotated(EndpointSecretRotated),
+    #[serde(rename = "endpoint.disabled.v1")]
+    EndpointDisabled(EndpointDisabled),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +62,8 @@ impl LogMessage {
             Self::RetryDue(_) => "retry.due.v1",
             Self::TenantCreated(_) => "tenant.created.v1",
             Self::EndpointCreated(_) => "endpoint.created.v1",
+            Self::EndpointSecretRotated(_) => "endpoint.secret_rotated.v1",
+            Self::EndpointDisabled(_) => "endpoint.disabled.v1",
         }
     }
 
@@ -74,12 +83,30 @@ impl LogMessage {
             "retry.due.v1" => serde_json::from_str(body).map(Self::RetryDue),
             "tenant.created.v1" => serde_json::from_str(body).map(Self::TenantCreated),
             "endpoint.created.v1" => serde_json::from_str(body).map(Self::EndpointCreated),
+            "endpoint.secret_rotated.v1" => {
+                serde_json::from_str(body).map(Self::EndpointSecretRotated)
+            }
+            "endpoint.disabled.v1" => serde_json::from_str(body).map(Self::EndpointDisabled),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         };
         parsed.map_err(|source| DecodeError::Body {
             kind: envelope.kind.to_owned(),
             source,
         })
+    }
+}
+
+impl LogMessage {
+    /// The endpoint whose configuration this message changes, with its tenant.
+    pub fn changed_endpoint(&self) -> Option<(crate::TenantId, crate::EndpointId)> {
+        match self {
+            Self::EndpointCreated(created) => {
+                Some((created.endpoint.tenant_id, created.endpoint.endpoint_id))
+            }
+            Self::EndpointSecretRotated(rotated) => Some((rotated.tenant_id, rotated.endpoint_id)),
+            Self::EndpointDisabled(disabled) => Some((disabled.tenant_id, disabled.endpoint_id)),
+            _ => None,
+        }
     }
 }
 

@@ -179,3 +179,22 @@ pub struct EndpointSnapshot {
 pub struct EndpointCreated {
     pub endpoint: EndpointSnapshot,
 }
+
+/// An endpoint's signing secret was replaced. Until `previous_secret_expires_at` deliveries
+/// are signed with both the new and the previous secret. No secret is included.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointSecretRotated {
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub rotated_at: DateTime<Utc>,
+    pub previous_secret_expires_at: DateTime<Utc>,
+}
+
+/// An endpoint stopped receiving deliveries, and why (e.g. its receiver answered 410 Gone).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointDisabled {
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub reason: String,
+    pub disabled_at: DateTime<Utc>,
+}

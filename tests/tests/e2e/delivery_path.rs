@@ -197,3 +197,115 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn during_a_rotation_deliveries_carry_both_signatures() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("rotation").await?;
+    let receiver = Receiver::start().await;
+    let endpoint = api
+        .create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let response = api
+        .http
+        .post(api.url(&format!(
+            "/v1/webhook_endpoints/{}/secret/rotate",
+            endpoint.endpoint_id
+        )))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({ "grace_period_seconds": 3600 }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let rotated: serde_json::Value = response.json().await?;
+    let new_secret = rotated["secret"].as_str().unwrap_or("").to_owned();
+    assert!(new_secret.starts_with("whsec_") && new_secret != endpoint.secret);
+
+    let event_id = api
+        .send_event(&tenant, json!({ "type": "t", "payload": {} }))
+        .await?;
+    wait_until(Duration::from_secs(10), "delivery", || async {
+        (receiver.count() == 1).then_some(())
+    })
+    .await?;
+    let request = &receiver.requests()[0];
+    let signatures = request.header("webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    for secret in [&endpoint.secret, &new_secret] {
+        assert!(signature::verify(
+            secret,
+            &event_id,
+            request.header("webhook-timestamp"),
+            &request.body,
+            signatures
+        ));
+    }
+
+    // Another tenant cannot rotate this endpoint.
+    let stranger = api.create_tenant("rotation-stranger").await?;
+    let response = api
+        .http
+        .post(api.url(&format!(
+            "/v1/webhook_endpoints/{}/secret/rotate",
+            endpoint.endpoint_id
+        )))
+        .bearer_auth(&stranger.api_key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_receiver_answering_410_gone_disables_its_endpoint() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("gone").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([herald_tests::receiver::Reply::status(410)]);
+    let endpoint = api
+        .create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let first = api
+        .send_event(&tenant, json!({ "type": "t", "payload": {} }))
+        .await?;
+    let event = api.wait_for_event_status(&tenant, &first, "failed").await?;
+    assert_eq!(event["deliveries"][0]["last_http_status"], 410);
+    let (_, view) = api
+        .get(
+            &tenant,
+            &format!("/v1/webhook_endpoints/{}", endpoint.endpoint_id),
+        )
+        .await?;
+    assert_eq!(view["enabled"], false);
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("410"),
+        "{view}"
+    );
+
+    // Later events no longer go to it.
+    let later = wait_until(
+        Duration::from_secs(10),
+        "routing to forget the endpoint",
+        || async {
+            let event_id = api
+                .send_event(&tenant, json!({ "type": "t", "payload": {} }))
+                .await
+                .ok()?;
+            let event = api
+                .wait_for_event_status(&tenant, &event_id, "delivered")
+                .await
+                .ok()?;
+            (event["deliveries"] == json!([])).then_some(event_id)
+        },
+    )
+    .await?;
+    assert!(!later.is_empty());
+    assert!(receiver
+        .requests()
+        .iter()
+        .all(|request| request.header("webhook-id") != later));
+    Ok(())
+}
