@@ -2,8 +2,9 @@
 //! arrives within a short window, up to a maximum. Batching is what makes the projections
 //! cheap: one transaction or one insert per batch, one acknowledgement per batch.
 
-use async_nats::jetstream::consumer::pull::Stream as MessageStream;
-use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{self, Message};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -16,8 +17,30 @@ pub enum Pulled {
     Shutdown,
 }
 
+/// Reads the log in order from `start_sequence`, with no acknowledgements: the projection's
+/// own checkpoint, stored with its effect, is the only record of how far it got. After a
+/// crash or restart it starts again right after that checkpoint, so nothing is skipped and
+/// nothing is applied twice, whatever the server thought was delivered.
+pub async fn read_from(
+    log_stream: &jetstream::stream::Stream,
+    filter_subject: String,
+    start_sequence: u64,
+) -> Result<Ordered, String> {
+    let consumer = log_stream
+        .create_consumer(OrderedConfig {
+            filter_subject,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start_sequence.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+    consumer.messages().await.map_err(|error| error.to_string())
+}
+
 pub async fn next_batch(
-    messages: &mut MessageStream,
+    messages: &mut Ordered,
     max: usize,
     window: Duration,
     shutdown: &CancellationToken,

@@ -2,19 +2,18 @@
 //!
 //! ClickHouse has no transactions, so exactly-once rests on two facts: every row carries its
 //! log sequence, and an insert into a single partition is atomic. At start the projector
-//! asks for the highest sequence already stored and skips everything up to it; batches are
-//! cut where the day (the partition) changes, so each insert lands whole or not at all.
+//! asks for the highest sequence already stored and reads the log in order from just after
+//! it (no acknowledgements); batches are cut where the day (the partition) changes, so each
+//! insert lands whole or not at all.
 //! One instance is active at a time.
 
-use crate::batch::{next_batch, sequence, Pulled};
-use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, Message};
+use crate::batch::{next_batch, read_from, sequence, Pulled};
+use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
 use serde::Serialize;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const CONSUMER_NAME: &str = "projector_clickhouse";
 
 #[derive(Debug, Row, Serialize)]
 pub struct AttemptRow {
@@ -76,26 +75,6 @@ impl AttemptRow {
     }
 }
 
-pub async fn consumer(
-    log_stream: &jetstream::stream::Stream,
-    attempts_filter: String,
-) -> Result<PullConsumer, String> {
-    log_stream
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            pull::Config {
-                durable_name: Some(CONSUMER_NAME.to_owned()),
-                filter_subject: attempts_filter,
-                ack_policy: jetstream::consumer::AckPolicy::All,
-                ack_wait: Duration::from_secs(120),
-                max_ack_pending: 200_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|error| format!("{CONSUMER_NAME}: {error}"))
-}
-
 pub struct ClickHouseProjection {
     pub client: clickhouse::Client,
     pub max_rows: usize,
@@ -103,28 +82,28 @@ pub struct ClickHouseProjection {
 }
 
 impl ClickHouseProjection {
-    pub async fn run(self, consumer: PullConsumer, shutdown: CancellationToken) {
-        let mut applied_through = loop {
-            match self.stored_high_water_mark().await {
-                Ok(sequence) => break sequence,
+    pub async fn run(
+        self,
+        log_stream: jetstream::stream::Stream,
+        attempts_filter: String,
+        shutdown: CancellationToken,
+    ) {
+        while !shutdown.is_cancelled() {
+            let mut applied_through = match self.stored_high_water_mark().await {
+                Ok(sequence) => sequence,
                 Err(error) => {
                     tracing::warn!(%error, "ClickHouse unavailable; waiting");
                     if pause(&shutdown, Duration::from_secs(1)).await {
                         return;
                     }
+                    continue;
                 }
-            }
-        };
-        while !shutdown.is_cancelled() {
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(5_000)
-                .messages()
-                .await
-            {
+            };
+            let start = applied_through + 1;
+            let mut messages = match read_from(&log_stream, attempts_filter.clone(), start).await {
                 Ok(messages) => messages,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot pull the log; retrying");
+                    tracing::warn!(%error, "cannot read the log; retrying");
                     if pause(&shutdown, Duration::from_secs(1)).await {
                         return;
                     }
@@ -132,38 +111,26 @@ impl ClickHouseProjection {
                 }
             };
             loop {
-                let batch =
-                    match next_batch(&mut messages, self.max_rows, self.flush_after, &shutdown)
-                        .await
-                    {
-                        Pulled::Batch(batch) => batch,
-                        Pulled::Interrupted => break,
-                        Pulled::Shutdown => return,
-                    };
+                let pulled =
+                    next_batch(&mut messages, self.max_rows, self.flush_after, &shutdown).await;
+                let batch = match pulled {
+                    Pulled::Batch(batch) => batch,
+                    Pulled::Interrupted => break,
+                    Pulled::Shutdown => return,
+                };
                 let rows = rows_after(&batch, applied_through);
                 let mut delay = Duration::from_millis(200);
                 for run in runs_by_day(&rows) {
-                    loop {
-                        match self.insert(run).await {
-                            Ok(()) => break,
-                            Err(error) => {
-                                tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
-                                if pause(&shutdown, delay).await {
-                                    return;
-                                }
-                                delay = (delay * 2).min(Duration::from_secs(10));
-                            }
+                    while let Err(error) = self.insert(run).await {
+                        tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
+                        if pause(&shutdown, delay).await {
+                            return;
                         }
-                    }
-                    if let Some(last) = run.last() {
-                        applied_through = last.log_sequence;
+                        delay = (delay * 2).min(Duration::from_secs(10));
                     }
                 }
                 if let Some(last) = batch.last() {
                     applied_through = applied_through.max(sequence(last));
-                    if let Err(error) = last.ack().await {
-                        tracing::warn!(%error, "attempt rows stored but not acknowledged; they will be skipped on redelivery");
-                    }
                 }
             }
         }

@@ -39,16 +39,9 @@ pub async fn run(
         .get_stream(namespace.log_stream())
         .await
         .map_err(|error| ProjectorError::Log(error.to_string()))?;
-    let postgres_consumer = postgres_projection::consumer(&log_stream)
-        .await
-        .map_err(ProjectorError::Log)?;
-    let clickhouse_consumer =
-        clickhouse_projection::consumer(&log_stream, namespace.attempts_filter())
-            .await
-            .map_err(ProjectorError::Log)?;
     let postgres = tokio::spawn(postgres_projection::run(
         pool.clone(),
-        postgres_consumer,
+        log_stream.clone(),
         config.postgres_batch_messages,
         Duration::from_millis(config.postgres_batch_window_ms),
         shutdown.clone(),
@@ -59,7 +52,7 @@ pub async fn run(
             max_rows: config.clickhouse_batch_rows,
             flush_after: Duration::from_millis(config.clickhouse_flush_ms),
         }
-        .run(clickhouse_consumer, shutdown.clone()),
+        .run(log_stream, namespace.attempts_filter(), shutdown.clone()),
     );
     let housekeeping = tokio::spawn(
         Maintenance {

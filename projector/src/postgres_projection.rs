@@ -1,55 +1,41 @@
 //! Applies the log to Postgres: events, deliveries and attempts, with exactly-once effect.
 //!
 //! Each batch is one transaction that also moves this projector's checkpoint (the last stream
-//! sequence applied); messages at or below the checkpoint are skipped, so a crash between
-//! commit and acknowledgement, or a redelivery, never applies anything twice. The consumer
-//! acknowledges cumulatively (`AckPolicy::All`): one acknowledgement per batch. One instance
-//! is active at a time; the checkpoint row is locked for the transaction's duration.
+//! sequence applied). The log is read in order from the checkpoint on, without
+//! acknowledgements, and messages at or below the checkpoint are skipped: a crash anywhere
+//! neither loses nor repeats an effect. The checkpoint row is locked for the transaction, so
+//! even two instances running at once apply each message exactly once.
 
-use crate::batch::{next_batch, sequence, Pulled};
+use crate::batch::{next_batch, read_from, sequence, Pulled};
 use crate::postgres_rows::{AttemptRows, DeliveryUpdates, EventRows, NewDeliveryRows};
-use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, Message};
+use async_nats::jetstream::{self, Message};
 use herald_schemas::LogMessage;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const PROJECTOR_NAME: &str = "postgres";
-const CONSUMER_NAME: &str = "projector_postgres";
-
-pub async fn consumer(log_stream: &jetstream::stream::Stream) -> Result<PullConsumer, String> {
-    log_stream
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            pull::Config {
-                durable_name: Some(CONSUMER_NAME.to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: 50_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|error| format!("{CONSUMER_NAME}: {error}"))
-}
 
 pub async fn run(
     pool: PgPool,
-    consumer: PullConsumer,
+    log_stream: jetstream::stream::Stream,
     max_batch: usize,
     window: Duration,
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(max_batch.max(1))
-            .messages()
-            .await
-        {
+        let checkpoint = match read_checkpoint(&pool).await {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the projector checkpoint; retrying");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut messages = match read_from(&log_stream, String::new(), checkpoint + 1).await {
             Ok(messages) => messages,
             Err(error) => {
-                tracing::warn!(%error, "cannot pull the log; retrying");
+                tracing::warn!(%error, "cannot read the log; retrying");
                 pause(&shutdown, Duration::from_secs(1)).await;
                 continue;
             }
@@ -61,26 +47,26 @@ pub async fn run(
                 Pulled::Shutdown => return,
             };
             let mut delay = Duration::from_millis(100);
-            loop {
-                match apply(&pool, &batch).await {
-                    Ok(()) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
-                        pause(&shutdown, delay).await;
-                        if shutdown.is_cancelled() {
-                            return;
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
+            while let Err(error) = apply(&pool, &batch).await {
+                tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
+                pause(&shutdown, delay).await;
+                if shutdown.is_cancelled() {
+                    return;
                 }
-            }
-            if let Some(last) = batch.last() {
-                if let Err(error) = last.ack().await {
-                    tracing::warn!(%error, "batch applied but not acknowledged; it will be skipped on redelivery");
-                }
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+async fn read_checkpoint(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let checkpoint: Option<i64> = sqlx::query_scalar(
+        "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
+    )
+    .bind(PROJECTOR_NAME)
+    .fetch_optional(pool)
+    .await?;
+    Ok(checkpoint.unwrap_or(0).max(0) as u64)
 }
 
 async fn pause(shutdown: &CancellationToken, wait: Duration) {
