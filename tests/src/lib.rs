@@ -2,6 +2,7 @@
 //! per test binary, against the real NATS, Postgres and ClickHouse of the local stack, with
 //! resources named uniquely for this run; and real HTTP receivers that tests program.
 
+pub mod process;
 pub mod receiver;
 pub mod signature;
 
@@ -14,7 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A running Herald shared by every test in this binary.
+/// Where a running Herald is and the resources it uses.
+#[derive(Clone, Debug)]
 pub struct TestHerald {
     pub base_url: String,
     pub admin_token: String,
@@ -25,7 +27,7 @@ pub struct TestHerald {
 
 static HERALD: OnceLock<TestHerald> = OnceLock::new();
 
-fn env_or(name: &str, default: &str) -> String {
+pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
@@ -141,14 +143,14 @@ pub fn http_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn replace_database(url: &str, database: &str) -> String {
+pub fn replace_database(url: &str, database: &str) -> String {
     match url.rfind('/') {
         Some(index) if index > "postgres://".len() => format!("{}/{database}", &url[..index]),
         _ => format!("{url}/{database}"),
     }
 }
 
-async fn create_database(server_url: &str, database: &str) -> Result<()> {
+pub async fn create_database(server_url: &str, database: &str) -> Result<()> {
     use sqlx::Connection;
     let mut connection = sqlx::PgConnection::connect(server_url)
         .await
@@ -159,7 +161,7 @@ async fn create_database(server_url: &str, database: &str) -> Result<()> {
     Ok(())
 }
 
-fn rand_u32() -> u32 {
+pub fn rand_u32() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.subsec_nanos())
@@ -190,7 +192,7 @@ where
 /// An HTTP client for one test, speaking to the shared Herald.
 pub struct Api {
     pub http: reqwest::Client,
-    pub herald: &'static TestHerald,
+    pub herald: TestHerald,
 }
 
 pub struct Tenant {
@@ -205,10 +207,18 @@ pub struct Endpoint {
 }
 
 impl Api {
+    /// Speaks to a Herald other than the shared one (e.g. one run as a child process).
+    pub fn with(herald: TestHerald) -> Self {
+        Self {
+            http: http_client(),
+            herald,
+        }
+    }
+
     pub fn new() -> Self {
         Self {
             http: http_client(),
-            herald: herald(),
+            herald: herald().clone(),
         }
     }
 

@@ -50,6 +50,8 @@ impl Reply {
 struct Recorded {
     requests: Vec<ReceivedRequest>,
     script: VecDeque<Reply>,
+    /// How long every answer takes.
+    delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -80,6 +82,22 @@ impl Receiver {
         self.recorded.lock().expect("lock").script.extend(replies);
     }
 
+    /// Every answer from now on takes this long (a slow receiver keeps attempts in flight).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.recorded.lock().expect("lock").delay = delay;
+    }
+
+    /// The distinct `webhook-id`s received so far.
+    pub fn distinct_ids(&self) -> std::collections::HashSet<String> {
+        self.recorded
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .map(|request| request.header("webhook-id").to_owned())
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.recorded.lock().expect("lock").requests.clone()
     }
@@ -94,15 +112,19 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = {
+    let (reply, delay) = {
         let mut recorded = recorded.lock().expect("lock");
         recorded.requests.push(ReceivedRequest {
             headers,
             body,
             received_at: Instant::now(),
         });
-        recorded.script.pop_front().unwrap_or(Reply::status(200))
+        let reply = recorded.script.pop_front().unwrap_or(Reply::status(200));
+        (reply, recorded.delay)
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut response = StatusCode::from_u16(reply.status)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         .into_response();

@@ -1,0 +1,124 @@
+//! Durability of the running binary: a worker killed with SIGKILL mid-flight loses nothing,
+//! and a graceful stop hands in-flight work back at once instead of after the ack wait.
+//! Each test runs `herald all` as a child process on its own resources.
+
+use herald_tests::process::HeraldProcess;
+use herald_tests::receiver::Receiver;
+use herald_tests::{wait_until, Api, Tenant};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+
+async fn send_events(api: &Api, tenant: &Tenant, count: usize) -> anyhow::Result<Vec<String>> {
+    let mut event_ids = Vec::with_capacity(count);
+    for index in 0..count {
+        event_ids.push(
+            api.send_event(
+                tenant,
+                json!({ "type": "t", "payload": { "index": index } }),
+            )
+            .await?,
+        );
+    }
+    Ok(event_ids)
+}
+
+async fn all_delivered(
+    api: &Api,
+    tenant: &Tenant,
+    event_ids: &[String],
+    within: Duration,
+) -> anyhow::Result<()> {
+    for event_id in event_ids {
+        wait_until(within, &format!("event {event_id} delivered"), || async {
+            let (status, event) = api
+                .get(tenant, &format!("/v1/events/{event_id}"))
+                .await
+                .ok()?;
+            (status == 200 && event["status"] == "delivered").then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigkill_mid_flight_loses_no_accepted_event() -> anyhow::Result<()> {
+    // A short ack wait so that the test need not wait a minute for redelivery.
+    let mut herald = HeraldProcess::start(
+        HERALD,
+        &[
+            ("HERALD_ACK_WAIT_MS", "3000"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .await?;
+    let api = Api::with(herald.herald.clone());
+    let tenant = api.create_tenant("crash").await?;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(300));
+    api.create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+
+    let event_ids = send_events(&api, &tenant, 60).await?;
+    wait_until(
+        Duration::from_secs(20),
+        "some deliveries in flight",
+        || async { (receiver.count() >= 10).then_some(()) },
+    )
+    .await?;
+    herald.kill()?;
+    let seen_before_restart = receiver.distinct_ids().len();
+    assert!(
+        seen_before_restart < event_ids.len(),
+        "everything finished before the kill"
+    );
+
+    receiver.set_delay(Duration::ZERO);
+    herald.launch().await?;
+    all_delivered(&api, &tenant, &event_ids, Duration::from_secs(30)).await?;
+    let received = receiver.distinct_ids();
+    assert!(event_ids.iter().all(|event_id| received.contains(event_id)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_hands_in_flight_work_back_without_waiting_for_the_ack_timeout(
+) -> anyhow::Result<()> {
+    // The ack wait is a minute: only an explicit hand-back gets the work redone sooner.
+    let mut herald = HeraldProcess::start(
+        HERALD,
+        &[
+            ("HERALD_ACK_WAIT_MS", "60000"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "20000"),
+            ("HERALD_SHUTDOWN_GRACE_MS", "300"),
+        ],
+    )
+    .await?;
+    let api = Api::with(herald.herald.clone());
+    let tenant = api.create_tenant("graceful").await?;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_secs(10));
+    api.create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+
+    let event_ids = send_events(&api, &tenant, 20).await?;
+    wait_until(Duration::from_secs(10), "attempts in flight", || async {
+        (receiver.count() >= 5).then_some(())
+    })
+    .await?;
+    let stop_took = herald.terminate().await?;
+    assert!(
+        stop_took < Duration::from_secs(5),
+        "graceful stop took {stop_took:?}"
+    );
+
+    receiver.set_delay(Duration::ZERO);
+    let restarted = Instant::now();
+    herald.launch().await?;
+    all_delivered(&api, &tenant, &event_ids, Duration::from_secs(20)).await?;
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_secs(20), "redelivery took {took:?}");
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Herald as a child process, for tests that kill it (SIGKILL) or stop it (SIGTERM) and
+//! start it again on the same resources.
+
+use crate::{
+    create_database, env_or, http_client, rand_u32, replace_database, wait_until, TestHerald,
+};
+use anyhow::{Context, Result};
+use herald::config::StackConfig;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct HeraldProcess {
+    binary: PathBuf,
+    environment: Vec<(String, String)>,
+    child: Option<Child>,
+    pub herald: TestHerald,
+}
+
+impl HeraldProcess {
+    /// Starts `herald all` on fresh resources; `settings` are extra `HERALD_*` variables.
+    pub async fn start(binary: impl Into<PathBuf>, settings: &[(&str, &str)]) -> Result<Self> {
+        let run_id = format!("p{:08x}", rand_u32());
+        let defaults = StackConfig::default();
+        let server_database_url = env_or("HERALD_DATABASE_URL", &defaults.database_url);
+        let database = format!("herald_{run_id}");
+        create_database(&server_database_url, &database).await?;
+        let port = free_port()?;
+        let herald = TestHerald {
+            base_url: format!("http://127.0.0.1:{port}"),
+            admin_token: format!("adm_{run_id}"),
+            database_url: replace_database(&server_database_url, &database),
+            clickhouse_url: env_or("HERALD_CLICKHOUSE_URL", &defaults.clickhouse_url),
+            clickhouse_database: database.clone(),
+        };
+        let mut environment: Vec<(String, String)> = vec![
+            (
+                "HERALD_NATS_URL".into(),
+                env_or("HERALD_NATS_URL", &defaults.nats_url),
+            ),
+            ("HERALD_DATABASE_URL".into(), herald.database_url.clone()),
+            (
+                "HERALD_CLICKHOUSE_URL".into(),
+                herald.clickhouse_url.clone(),
+            ),
+            ("HERALD_CLICKHOUSE_DATABASE".into(), database),
+            ("HERALD_NAMESPACE".into(), run_id),
+            ("HERALD_LISTEN_ADDR".into(), format!("127.0.0.1:{port}")),
+            ("HERALD_ADMIN_TOKEN".into(), herald.admin_token.clone()),
+            ("HERALD_ALLOWED_TARGET_CIDRS".into(), "127.0.0.0/8".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        environment.extend(
+            settings
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let mut process = Self {
+            binary: binary.into(),
+            environment,
+            child: None,
+            herald,
+        };
+        process.launch().await?;
+        Ok(process)
+    }
+
+    /// Starts the process again on the same resources.
+    pub async fn launch(&mut self) -> Result<()> {
+        let child = Command::new(&self.binary)
+            .arg("all")
+            .envs(self.environment.iter().cloned())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {}", self.binary.display()))?;
+        self.child = Some(child);
+        let client = http_client();
+        let url = format!("{}/healthz", self.herald.base_url);
+        wait_until(
+            Duration::from_secs(60),
+            "herald process /healthz",
+            || async {
+                let response = client.get(&url).send().await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns how long the exit took.
+    pub async fn terminate(&mut self) -> Result<Duration> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let started = std::time::Instant::now();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let exit = tokio::task::spawn_blocking(move || child.wait()).await??;
+        anyhow::ensure!(exit.success(), "herald exited with {exit} after SIGTERM");
+        Ok(started.elapsed())
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
