@@ -12,7 +12,7 @@ export HERALD_ADMIN_TOKEN="adm_bench_$$"
 export HERALD_ALLOWED_TARGET_CIDRS=127.0.0.0/8
 export HERALD_LISTEN_ADDR=127.0.0.1:18080
 export HERALD_NAMESPACE="bench_$$"
-export HERALD_CLICKHOUSE_DATABASE="herald_bench"
+export HERALD_CLICKHOUSE_DATABASE="herald_bench_$$"
 export RUST_LOG=warn
 target/release/herald all &
 herald_pid=$!

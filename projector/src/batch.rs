@@ -39,6 +39,33 @@ pub async fn read_from(
     consumer.messages().await.map_err(|error| error.to_string())
 }
 
+/// A projection that claims to be further than the log has been fed from another log (the
+/// stream was recreated, or two installations share a database): projecting on would
+/// silently skip messages, so refuse, loudly.
+pub async fn ensure_not_ahead(
+    log_stream: &jetstream::stream::Stream,
+    applied_through: u64,
+    projection: &str,
+) -> Result<(), String> {
+    let mut log_stream = log_stream.clone();
+    let last_sequence = log_stream
+        .info()
+        .await
+        .map_err(|error| format!("cannot read stream info: {error}"))?
+        .state
+        .last_sequence;
+    if applied_through > last_sequence {
+        let message = format!(
+            "{projection} has applied the log through sequence {applied_through} but the log ends at \
+             {last_sequence}: the stream was recreated or another installation shares this store; \
+             rebuild the read model or use a separate database"
+        );
+        tracing::error!("{message}");
+        return Err(message);
+    }
+    Ok(())
+}
+
 pub async fn next_batch(
     messages: &mut Ordered,
     max: usize,

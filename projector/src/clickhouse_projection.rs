@@ -87,25 +87,31 @@ impl ClickHouseProjection {
         log_stream: jetstream::stream::Stream,
         attempts_filter: String,
         shutdown: CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         while !shutdown.is_cancelled() {
             let mut applied_through = match self.stored_high_water_mark().await {
                 Ok(sequence) => sequence,
                 Err(error) => {
                     tracing::warn!(%error, "ClickHouse unavailable; waiting");
                     if pause(&shutdown, Duration::from_secs(1)).await {
-                        return;
+                        return Ok(());
                     }
                     continue;
                 }
             };
+            crate::batch::ensure_not_ahead(
+                &log_stream,
+                applied_through,
+                "the ClickHouse projection",
+            )
+            .await?;
             let start = applied_through + 1;
             let mut messages = match read_from(&log_stream, attempts_filter.clone(), start).await {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the log; retrying");
                     if pause(&shutdown, Duration::from_secs(1)).await {
-                        return;
+                        return Ok(());
                     }
                     continue;
                 }
@@ -116,7 +122,7 @@ impl ClickHouseProjection {
                 let batch = match pulled {
                     Pulled::Batch(batch) => batch,
                     Pulled::Interrupted => break,
-                    Pulled::Shutdown => return,
+                    Pulled::Shutdown => return Ok(()),
                 };
                 let rows = rows_after(&batch, applied_through);
                 let mut delay = Duration::from_millis(200);
@@ -124,7 +130,7 @@ impl ClickHouseProjection {
                     while let Err(error) = self.insert(run).await {
                         tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
                         if pause(&shutdown, delay).await {
-                            return;
+                            return Ok(());
                         }
                         delay = (delay * 2).min(Duration::from_secs(10));
                     }
@@ -134,6 +140,7 @@ impl ClickHouseProjection {
                 }
             }
         }
+        Ok(())
     }
 
     async fn stored_high_water_mark(&self) -> Result<u64, clickhouse::error::Error> {

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub enum ProjectorError {
     #[error("log unavailable: {0}")]
     Log(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Runs both projections and the housekeeping until `shutdown`. A batch in progress is
@@ -35,25 +37,35 @@ pub async fn run(
     clickhouse: clickhouse::Client,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    // A projection that refuses to run stops the others too, so the process fails visibly.
+    let shutdown = shutdown.child_token();
+    let stop_all_on_error = |outcome: Result<(), String>, shutdown: CancellationToken| {
+        if outcome.is_err() {
+            shutdown.cancel();
+        }
+        outcome
+    };
     let log_stream = jetstream
         .get_stream(namespace.log_stream())
         .await
         .map_err(|error| ProjectorError::Log(error.to_string()))?;
-    let postgres = tokio::spawn(postgres_projection::run(
+    let postgres_run = postgres_projection::run(
         pool.clone(),
         log_stream.clone(),
         config.postgres_batch_messages,
         Duration::from_millis(config.postgres_batch_window_ms),
         shutdown.clone(),
-    ));
-    let analytics = tokio::spawn(
-        ClickHouseProjection {
-            client: clickhouse.clone(),
-            max_rows: config.clickhouse_batch_rows,
-            flush_after: Duration::from_millis(config.clickhouse_flush_ms),
-        }
-        .run(log_stream, namespace.attempts_filter(), shutdown.clone()),
     );
+    let token = shutdown.clone();
+    let postgres = tokio::spawn(async move { stop_all_on_error(postgres_run.await, token) });
+    let analytics_run = ClickHouseProjection {
+        client: clickhouse.clone(),
+        max_rows: config.clickhouse_batch_rows,
+        flush_after: Duration::from_millis(config.clickhouse_flush_ms),
+    }
+    .run(log_stream, namespace.attempts_filter(), shutdown.clone());
+    let token = shutdown.clone();
+    let analytics = tokio::spawn(async move { stop_all_on_error(analytics_run.await, token) });
     let housekeeping = tokio::spawn(
         Maintenance {
             pool,
@@ -64,7 +76,12 @@ pub async fn run(
         .run(shutdown.clone()),
     );
     tracing::info!("projector running");
-    let _ = tokio::join!(postgres, analytics, housekeeping);
+    let (postgres, analytics, _) = tokio::join!(postgres, analytics, housekeeping);
     tracing::info!("projector stopped");
+    for outcome in [postgres, analytics] {
+        outcome
+            .map_err(|error| ProjectorError::Log(error.to_string()))?
+            .map_err(ProjectorError::Refused)?;
+    }
     Ok(())
 }

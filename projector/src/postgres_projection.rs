@@ -14,7 +14,11 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const PROJECTOR_NAME: &str = "postgres";
+/// The checkpoint key: one per log stream, so installations (namespaces) sharing a database
+/// keep separate positions.
+pub fn projector_name(log_stream_name: &str) -> String {
+    format!("postgres/{log_stream_name}")
+}
 
 pub async fn run(
     pool: PgPool,
@@ -22,9 +26,10 @@ pub async fn run(
     max_batch: usize,
     window: Duration,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
+    let name = projector_name(&log_stream.cached_info().config.name);
     while !shutdown.is_cancelled() {
-        let checkpoint = match read_checkpoint(&pool).await {
+        let checkpoint = match read_checkpoint(&pool, &name).await {
             Ok(checkpoint) => checkpoint,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the projector checkpoint; retrying");
@@ -32,6 +37,7 @@ pub async fn run(
                 continue;
             }
         };
+        crate::batch::ensure_not_ahead(&log_stream, checkpoint, &name).await?;
         let mut messages = match read_from(&log_stream, String::new(), checkpoint + 1).await {
             Ok(messages) => messages,
             Err(error) => {
@@ -44,26 +50,27 @@ pub async fn run(
             let batch = match next_batch(&mut messages, max_batch, window, &shutdown).await {
                 Pulled::Batch(batch) => batch,
                 Pulled::Interrupted => break,
-                Pulled::Shutdown => return,
+                Pulled::Shutdown => return Ok(()),
             };
             let mut delay = Duration::from_millis(100);
-            while let Err(error) = apply(&pool, &batch).await {
+            while let Err(error) = apply(&pool, &name, &batch).await {
                 tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
                 pause(&shutdown, delay).await;
                 if shutdown.is_cancelled() {
-                    return;
+                    return Ok(());
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
+    Ok(())
 }
 
-async fn read_checkpoint(pool: &PgPool) -> Result<u64, sqlx::Error> {
+async fn read_checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     let checkpoint: Option<i64> = sqlx::query_scalar(
         "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
     )
-    .bind(PROJECTOR_NAME)
+    .bind(name)
     .fetch_optional(pool)
     .await?;
     Ok(checkpoint.unwrap_or(0).max(0) as u64)
@@ -77,13 +84,13 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) {
 }
 
 /// Applies one batch in one transaction.
-pub async fn apply(pool: &PgPool, batch: &[Message]) -> Result<(), sqlx::Error> {
+pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), sqlx::Error> {
     let mut transaction = pool.begin().await?;
     let checkpoint: i64 = sqlx::query_scalar(
         "INSERT INTO projector_checkpoints (projector, stream_sequence, updated_at) VALUES ($1, 0, now()) \
          ON CONFLICT (projector) DO UPDATE SET projector = EXCLUDED.projector RETURNING stream_sequence",
     )
-    .bind(PROJECTOR_NAME)
+    .bind(name)
     .fetch_one(&mut *transaction)
     .await?;
 
@@ -108,7 +115,14 @@ pub async fn apply(pool: &PgPool, batch: &[Message]) -> Result<(), sqlx::Error> 
             }
             Ok(_) => {}
             Err(error) => {
-                record_poison(&mut transaction, message, sequence, &error.to_string()).await?
+                record_poison(
+                    &mut transaction,
+                    name,
+                    message,
+                    sequence,
+                    &error.to_string(),
+                )
+                .await?
             }
         }
     }
@@ -122,7 +136,7 @@ pub async fn apply(pool: &PgPool, batch: &[Message]) -> Result<(), sqlx::Error> 
     update_deliveries(&mut transaction, delivery_updates).await?;
     update_event_status(&mut transaction, &touched_events).await?;
     sqlx::query("UPDATE projector_checkpoints SET stream_sequence = $2, updated_at = now() WHERE projector = $1")
-        .bind(PROJECTOR_NAME)
+        .bind(name)
         .bind(last_sequence as i64)
         .execute(&mut *transaction)
         .await?;
@@ -131,6 +145,7 @@ pub async fn apply(pool: &PgPool, batch: &[Message]) -> Result<(), sqlx::Error> 
 
 async fn record_poison(
     transaction: &mut Transaction<'_, Postgres>,
+    name: &str,
     message: &Message,
     sequence: u64,
     error: &str,
@@ -140,7 +155,7 @@ async fn record_poison(
         "INSERT INTO projector_dead_letters (projector, stream_sequence, subject, error, message, recorded_at) \
          VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
     )
-    .bind(PROJECTOR_NAME)
+    .bind(name)
     .bind(sequence as i64)
     .bind(message.subject.as_str())
     .bind(error)
