@@ -2,6 +2,7 @@
 //! record it in the log (plus the retry, when one is scheduled). The source message is only
 //! acknowledged by the caller after this returns `Ok`, i.e. once the record is durable.
 
+use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::{EndpointRegistry, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
 use crate::retry_policy::{AttemptResult, RetryPolicy};
@@ -41,6 +42,7 @@ pub struct AttemptRunner {
     pub retries: RetryScheduler,
     pub policy: RetryPolicy,
     pub in_flight: Semaphore,
+    pub per_endpoint: EndpointConcurrency,
 }
 
 impl AttemptRunner {
@@ -60,6 +62,7 @@ impl AttemptRunner {
         let endpoint = self.endpoints.get(job.endpoint_id).await?;
         let report = match endpoint.as_deref() {
             Some(target) if target.enabled => {
+                let _endpoint_slot = self.per_endpoint.acquire(job.endpoint_id).await;
                 let _permit = self.in_flight.acquire().await;
                 self.sender
                     .send(&Webhook {

@@ -11,10 +11,10 @@ pub struct DeliveryConfig {
     pub allowed_target_cidrs: String,
     /// HTTP requests in flight at once in this process.
     pub max_in_flight: usize,
+    /// HTTP requests in flight at once to one endpoint (also its keep-alive pool size).
+    pub max_in_flight_per_endpoint: usize,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
-    /// Idle keep-alive connections kept per receiver host.
-    pub pool_per_host: usize,
     /// How long the log waits for a worker's acknowledgement before redelivering; must exceed
     /// `request_timeout_ms` with margin.
     pub ack_wait_ms: u64,
@@ -34,9 +34,9 @@ impl Default for DeliveryConfig {
         Self {
             allowed_target_cidrs: String::new(),
             max_in_flight: 1024,
+            max_in_flight_per_endpoint: 64,
             connect_timeout_ms: 5_000,
             request_timeout_ms: 15_000,
-            pool_per_host: 64,
             ack_wait_ms: 60_000,
             endpoint_cache_ttl_ms: 5_000,
             shutdown_grace_ms: 10_000,

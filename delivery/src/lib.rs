@@ -5,6 +5,7 @@
 pub mod attempt;
 pub mod classify;
 pub mod config;
+pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
@@ -18,6 +19,7 @@ pub use signature::SigningSecret;
 pub use target_guard::TargetGuard;
 
 use crate::attempt::AttemptRunner;
+use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::EndpointRegistry;
 use crate::http_sender::{HttpSender, Timeouts};
 use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
@@ -52,7 +54,7 @@ pub async fn run(
         connect: Duration::from_millis(config.connect_timeout_ms),
         total: Duration::from_millis(config.request_timeout_ms),
     };
-    let sender = HttpSender::new(guard, &timeouts, config.pool_per_host)
+    let sender = HttpSender::new(guard, &timeouts, config.max_in_flight_per_endpoint)
         .map_err(|error| DeliveryError::Config(error.to_string()))?;
     let namespace = publisher.namespace().clone();
     let jetstream = publisher.jetstream().clone();
@@ -67,6 +69,7 @@ pub async fn run(
         publisher,
         policy: config.retry_policy(),
         in_flight: Semaphore::new(config.max_in_flight.max(1)),
+        per_endpoint: EndpointConcurrency::new(config.max_in_flight_per_endpoint),
     });
     let events = first_attempts::consumer(
         &log_stream,

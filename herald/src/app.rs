@@ -124,12 +124,16 @@ pub async fn run(
         }
         Some(finished) = background.join_next() => {
             let reason = match finished {
-                Ok(Ok(())) => "a background service stopped unexpectedly".to_owned(),
-                Ok(Err(error)) => error,
-                Err(error) => error.to_string(),
+                // Background services return on their own only when shutting down.
+                Ok(Ok(())) if shutdown.is_cancelled() => None,
+                Ok(Ok(())) => Some("a background service stopped unexpectedly".to_owned()),
+                Ok(Err(error)) => Some(error),
+                Err(error) => Some(error.to_string()),
             };
-            tracing::error!(%reason, "stopping");
-            failure = Some(RunError::Service(reason));
+            if let Some(reason) = reason {
+                tracing::error!(%reason, "stopping");
+                failure = Some(RunError::Service(reason));
+            }
         }
     }
     shutdown.cancel();

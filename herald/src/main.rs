@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use herald::{HeraldConfig, Service};
 use tokio_util::sync::CancellationToken;
 
+// Herald allocates many small short-lived buffers per message; glibc malloc spent a fifth of
+// the CPU on them under load (perf), mimalloc a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
