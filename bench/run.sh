@@ -21,4 +21,17 @@ for _ in $(seq 1 300); do
   curl -sf http://127.0.0.1:18080/healthz >/dev/null && break
   sleep 0.1
 done
+# CPU seconds used so far by each process of the pipeline (utime + stime, children excluded).
+cpu_by_process() {
+  local hz; hz=$(getconf CLK_TCK)
+  for stat in /proc/[0-9]*/stat; do
+    awk -v hz="$hz" '{gsub(/[()]/, "", $2); print $2, ($14 + $15) / hz}' "$stat" 2>/dev/null || true
+  done | awk '$1 ~ /^(herald|herald-bench|nats-server|postgres|clickhouse-serv)$/ {cpu[$1] += $2}
+              END {for (name in cpu) printf "%s %.2f\n", name, cpu[name]}' | sort
+}
+before=$(cpu_by_process)
+started=$(date +%s.%N)
 target/release/herald-bench --herald http://127.0.0.1:18080 "$@"
+elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+echo "CPU seconds used during the run (wall ${elapsed}s, 2 cores = $(echo "2 * $elapsed" | bc)s available):"
+join <(echo "$before") <(cpu_by_process) | awk '{printf "  %-16s %6.2f\n", $1, $3 - $2}'
