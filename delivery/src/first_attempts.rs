@@ -13,6 +13,12 @@ use tokio_util::task::TaskTracker;
 
 pub const CONSUMER_NAME: &str = "delivery";
 
+/// Work handed back on shutdown is redelivered after this delay rather than at once: the
+/// stopping process's outstanding pull requests stay registered at the server until its
+/// connection closes, and an immediate redelivery could be sent straight back to them, where
+/// nobody reads it any more, and then wait out the whole ack wait.
+pub const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 pub async fn consumer(
     log_stream: &jetstream::stream::Stream,
     events_filter: String,
@@ -43,7 +49,14 @@ pub async fn run(
     hard_stop: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let mut messages = match consumer.messages().await {
+        // Short-lived pull requests, so that those of a stopped process do not linger.
+        let messages = consumer
+            .stream()
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await;
+        let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(%error, "cannot pull events; retrying");
@@ -118,7 +131,7 @@ async fn deliver_event(
             }
         }
         () = hard_stop.cancelled() => {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
+            let _ = message.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;
         }
     }
 }

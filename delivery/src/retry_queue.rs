@@ -220,7 +220,7 @@ impl RetryWorker {
                     let _ = message.ack_with(kind).await;
                 }
                 () = hard_stop.cancelled() => {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    let _ = message.ack_with(AckKind::Nak(Some(crate::first_attempts::HAND_BACK_DELAY))).await;
                 }
             }
         });

@@ -52,6 +52,8 @@ struct Recorded {
     script: VecDeque<Reply>,
     /// How long every answer takes.
     delay: std::time::Duration,
+    /// Requests whose answer has been sent (or is being sent).
+    answered: usize,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,11 @@ impl Receiver {
         self.recorded.lock().expect("lock").requests.clone()
     }
 
+    /// How many requests have been answered (as opposed to merely received).
+    pub fn answered(&self) -> usize {
+        self.recorded.lock().expect("lock").answered
+    }
+
     pub fn count(&self) -> usize {
         self.recorded.lock().expect("lock").requests.len()
     }
@@ -125,6 +132,7 @@ async fn receive(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    recorded.lock().expect("lock").answered += 1;
     let mut response = StatusCode::from_u16(reply.status)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         .into_response();
