@@ -2,16 +2,18 @@
 //! record it in the log (plus the retry, when one is scheduled). The source message is only
 //! acknowledged by the caller after this returns `Ok`, i.e. once the record is durable.
 
+use crate::circuit_breaker::{Admission, Transition};
+use crate::endpoint_breakers::EndpointBreakers;
 use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::{EndpointRegistry, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
-use crate::retry_policy::{AttemptResult, RetryPolicy};
+use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::{
-    AttemptId, AttemptOutcome, AttemptRecorded, EndpointId, ErrorClass, EventAccepted, LogMessage,
-    RetryDue,
+    AttemptId, AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened,
+    EndpointId, ErrorClass, EventAccepted, LogMessage, RetryDue,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,14 @@ pub enum AttemptError {
     Log(#[from] LogError),
 }
 
+/// What became of a delivery job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    Attempted(AttemptOutcome),
+    /// Put back in the retry queue without an attempt (circuit breaker open).
+    Parked,
+}
+
 pub struct AttemptRunner {
     pub sender: HttpSender,
     pub endpoints: EndpointRegistry,
@@ -43,10 +53,11 @@ pub struct AttemptRunner {
     pub policy: RetryPolicy,
     pub in_flight: Semaphore,
     pub per_endpoint: EndpointConcurrency,
+    pub breakers: EndpointBreakers,
 }
 
 impl AttemptRunner {
-    pub async fn run(&self, job: DeliveryJob) -> Result<AttemptOutcome, AttemptError> {
+    pub async fn run(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
         let span = tracing::info_span!(
             "attempt",
             trace_id = %job.event.trace_id,
@@ -58,13 +69,21 @@ impl AttemptRunner {
         self.run_inner(job).instrument(span).await
     }
 
-    async fn run_inner(&self, job: DeliveryJob) -> Result<AttemptOutcome, AttemptError> {
+    async fn run_inner(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
         let endpoint = self.endpoints.get(job.endpoint_id).await?;
         let report = match endpoint.as_deref() {
             Some(target) if target.enabled => {
+                if let Some(until) = self.breakers.parked_until(job.endpoint_id, Utc::now()) {
+                    return self.park(&job, until).await;
+                }
                 let _endpoint_slot = self.per_endpoint.acquire(job.endpoint_id).await;
+                if let Admission::Park { until } = self.breakers.admit(job.endpoint_id, Utc::now())
+                {
+                    return self.park(&job, until).await;
+                }
                 let _permit = self.in_flight.acquire().await;
-                self.sender
+                let report = self
+                    .sender
                     .send(&Webhook {
                         url: &target.url,
                         event_id: job.event.event_id,
@@ -73,7 +92,14 @@ impl AttemptRunner {
                         trace_id: &job.event.trace_id,
                         secrets: &target.secrets,
                     })
-                    .await
+                    .await;
+                let transition =
+                    self.breakers
+                        .record(job.endpoint_id, &report.result, report.finished_at);
+                if let Some(transition) = transition {
+                    self.announce(&job, transition, report.finished_at).await;
+                }
+                report
             }
             _ => endpoint_unavailable(),
         };
@@ -84,6 +110,18 @@ impl AttemptRunner {
             report.result,
             rand::random(),
         );
+        self.conclude(&job, report, decision)
+            .await
+            .map(JobOutcome::Attempted)
+    }
+
+    /// Records an attempt (and schedules its retry) in the log.
+    async fn conclude(
+        &self,
+        job: &DeliveryJob,
+        report: SendReport,
+        decision: Decision,
+    ) -> Result<AttemptOutcome, AttemptError> {
         let error_class = match report.result {
             AttemptResult::Succeeded => None,
             AttemptResult::Retryable { class, .. } | AttemptResult::Final { class } => Some(class),
@@ -139,6 +177,85 @@ impl AttemptRunner {
 }
 
 impl AttemptRunner {
+    /// The breaker is open: the delivery waits in the retry queue until it may be tried,
+    /// without counting as an attempt, unless that is past its deadline.
+    async fn park(
+        &self,
+        job: &DeliveryJob,
+        until: DateTime<Utc>,
+    ) -> Result<JobOutcome, AttemptError> {
+        let due_at = until + chrono::Duration::milliseconds(rand::random::<u16>() as i64 % 500);
+        let deadline = job.event.accepted_at
+            + chrono::Duration::from_std(self.policy.deadline).unwrap_or_default();
+        if due_at > deadline {
+            let now = Utc::now();
+            let report = SendReport {
+                result: AttemptResult::Final {
+                    class: ErrorClass::CircuitOpen,
+                },
+                http_status: None,
+                error_message: Some(
+                    "the deadline passed while the endpoint's circuit breaker was open".to_owned(),
+                ),
+                started_at: now,
+                finished_at: now,
+                latency: Duration::ZERO,
+            };
+            let decision = Decision {
+                outcome: AttemptOutcome::DeadLettered,
+                next_attempt_at: None,
+            };
+            return self
+                .conclude(job, report, decision)
+                .await
+                .map(JobOutcome::Attempted);
+        }
+        let retry = RetryDue {
+            event_id: job.event.event_id,
+            endpoint_id: job.endpoint_id,
+            tenant_id: job.event.tenant_id,
+            event_sequence: job.event_sequence,
+            attempt_number: job.attempt_number,
+            due_at,
+        };
+        self.retries.schedule(&retry).await?;
+        tracing::debug!(%due_at, "parked: circuit breaker open");
+        Ok(JobOutcome::Parked)
+    }
+
+    /// Tells every worker (and subscribers) that this endpoint's breaker changed.
+    async fn announce(&self, job: &DeliveryJob, transition: Transition, at: DateTime<Utc>) {
+        let tenant_id = job.event.tenant_id;
+        let endpoint_id = job.endpoint_id;
+        let message = match transition {
+            Transition::Opened {
+                until,
+                consecutive_failures,
+            } => {
+                tracing::warn!(%endpoint_id, %until, consecutive_failures, "circuit breaker opened");
+                LogMessage::EndpointCircuitOpened(EndpointCircuitOpened {
+                    endpoint_id,
+                    tenant_id,
+                    opened_at: at,
+                    until,
+                    consecutive_failures,
+                })
+            }
+            Transition::Closed => {
+                tracing::info!(%endpoint_id, "circuit breaker closed");
+                LogMessage::EndpointCircuitClosed(EndpointCircuitClosed {
+                    endpoint_id,
+                    tenant_id,
+                    closed_at: at,
+                })
+            }
+        };
+        let subject = self.publisher.namespace().config_subject(tenant_id);
+        if let Err(error) = self.publisher.publish(subject, &message).await {
+            tracing::warn!(%error, "circuit breaker change not appended to the log");
+        }
+    }
+
     /// 410 Gone means the receiver will never want deliveries again: stop sending any.
     async fn disable_gone_endpoint(
         &self,

@@ -1,5 +1,6 @@
 //! Configuration of the delivery service (environment variables `HERALD_<FIELD>`).
 
+use crate::circuit_breaker::BreakerPolicy;
 use crate::retry_policy::RetryPolicy;
 use serde::Deserialize;
 use std::time::Duration;
@@ -21,6 +22,11 @@ pub struct DeliveryConfig {
     pub endpoint_cache_ttl_ms: u64,
     /// On shutdown, how long in-flight attempts may finish before they are handed back.
     pub shutdown_grace_ms: u64,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long a breaker first stays open; doubles on each re-opening up to the maximum.
+    pub breaker_open_ms: u64,
+    pub breaker_max_open_ms: u64,
     pub retry_max_attempts: u32,
     pub retry_initial_delay_ms: u64,
     pub retry_multiplier: f64,
@@ -31,6 +37,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         let retry = RetryPolicy::default();
+        let breaker = BreakerPolicy::default();
         Self {
             allowed_target_cidrs: String::new(),
             max_in_flight: 1024,
@@ -40,6 +47,9 @@ impl Default for DeliveryConfig {
             ack_wait_ms: 60_000,
             endpoint_cache_ttl_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            breaker_failure_threshold: breaker.failure_threshold,
+            breaker_open_ms: breaker.open_for.as_millis() as u64,
+            breaker_max_open_ms: breaker.max_open_for.as_millis() as u64,
             retry_max_attempts: retry.max_attempts,
             retry_initial_delay_ms: retry.initial_delay.as_millis() as u64,
             retry_multiplier: retry.multiplier,
@@ -50,6 +60,14 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    pub fn breaker_policy(&self) -> BreakerPolicy {
+        BreakerPolicy {
+            failure_threshold: self.breaker_failure_threshold.max(1),
+            open_for: Duration::from_millis(self.breaker_open_ms),
+            max_open_for: Duration::from_millis(self.breaker_max_open_ms.max(self.breaker_open_ms)),
+        }
+    }
+
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.retry_max_attempts.max(1),

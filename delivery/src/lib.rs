@@ -3,8 +3,10 @@
 //! through it.
 
 pub mod attempt;
+pub mod circuit_breaker;
 pub mod classify;
 pub mod config;
+pub mod endpoint_breakers;
 pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
@@ -19,12 +21,14 @@ pub use signature::SigningSecret;
 pub use target_guard::TargetGuard;
 
 use crate::attempt::AttemptRunner;
+use crate::endpoint_breakers::EndpointBreakers;
 use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::EndpointRegistry;
 use crate::http_sender::{HttpSender, Timeouts};
 use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
 use async_nats::jetstream;
 use herald_log::LogPublisher;
+use herald_schemas::LogMessage;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +74,7 @@ pub async fn run(
         policy: config.retry_policy(),
         in_flight: Semaphore::new(config.max_in_flight.max(1)),
         per_endpoint: EndpointConcurrency::new(config.max_in_flight_per_endpoint),
+        breakers: EndpointBreakers::new(config.breaker_policy()),
     });
     let events = first_attempts::consumer(
         &log_stream,
@@ -132,7 +137,8 @@ pub async fn run(
 }
 
 /// Forgets cached endpoints as soon as the log says they changed (rotated secret, disabled),
-/// so changes apply within milliseconds rather than after the cache TTL.
+/// so changes apply within milliseconds rather than after the cache TTL, and shares circuit
+/// breaker changes between workers.
 async fn follow_config_changes(
     runner: Arc<AttemptRunner>,
     nats: async_nats::Client,
@@ -153,11 +159,21 @@ async fn follow_config_changes(
             () = shutdown.cancelled() => break,
         };
         let Some(change) = change else { break };
-        if let Some((_, endpoint_id)) = herald_schemas::LogMessage::decode(&change.payload)
-            .ok()
-            .and_then(|message| message.changed_endpoint())
-        {
-            runner.endpoints.invalidate(endpoint_id);
+        let Ok(message) = LogMessage::decode(&change.payload) else {
+            continue;
+        };
+        match &message {
+            LogMessage::EndpointCircuitOpened(opened) => runner
+                .breakers
+                .opened_elsewhere(opened.endpoint_id, opened.until),
+            LogMessage::EndpointCircuitClosed(closed) => {
+                runner.breakers.closed_elsewhere(closed.endpoint_id)
+            }
+            _ => {
+                if let Some((_, endpoint_id)) = message.changed_endpoint() {
+                    runner.endpoints.invalidate(endpoint_id);
+                }
+            }
         }
     }
 }

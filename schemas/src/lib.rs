@@ -14,7 +14,8 @@ pub mod subjects;
 pub use ids::{AttemptId, EndpointId, EventId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
-    AttemptOutcome, AttemptRecorded, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
-    EndpointSnapshot, ErrorClass, EventAccepted, RetryDue, TenantCreated,
+    AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
+    EndpointDisabled, EndpointSecretRotated, EndpointSnapshot, ErrorClass, EventAccepted, RetryDue,
+    TenantCreated,
 };
 pub use subjects::Namespace;

@@ -5,8 +5,8 @@
 //! be upcast to the current one.
 
 use crate::messages::{
-    AttemptRecorded, EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted,
-    RetryDue, TenantCreated,
+    AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
+    EndpointDisabled, EndpointSecretRotated, EventAccepted, RetryDue, TenantCreated,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,10 @@ pub enum LogMessage {
     EndpointSecretRotated(EndpointSecretRotated),
     #[serde(rename = "endpoint.disabled.v1")]
     EndpointDisabled(EndpointDisabled),
+    #[serde(rename = "endpoint.circuit_opened.v1")]
+    EndpointCircuitOpened(EndpointCircuitOpened),
+    #[serde(rename = "endpoint.circuit_closed.v1")]
+    EndpointCircuitClosed(EndpointCircuitClosed),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,8 @@ impl LogMessage {
             Self::EndpointCreated(_) => "endpoint.created.v1",
             Self::EndpointSecretRotated(_) => "endpoint.secret_rotated.v1",
             Self::EndpointDisabled(_) => "endpoint.disabled.v1",
+            Self::EndpointCircuitOpened(_) => "endpoint.circuit_opened.v1",
+            Self::EndpointCircuitClosed(_) => "endpoint.circuit_closed.v1",
         }
     }
 
@@ -87,6 +93,12 @@ impl LogMessage {
                 serde_json::from_str(body).map(Self::EndpointSecretRotated)
             }
             "endpoint.disabled.v1" => serde_json::from_str(body).map(Self::EndpointDisabled),
+            "endpoint.circuit_opened.v1" => {
+                serde_json::from_str(body).map(Self::EndpointCircuitOpened)
+            }
+            "endpoint.circuit_closed.v1" => {
+                serde_json::from_str(body).map(Self::EndpointCircuitClosed)
+            }
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         };
         parsed.map_err(|source| DecodeError::Body {
@@ -97,7 +109,8 @@ impl LogMessage {
 }
 
 impl LogMessage {
-    /// The endpoint whose configuration this message changes, with its tenant.
+    /// The endpoint whose configuration this message changes, with its tenant. Circuit
+    /// breaker changes are health, not configuration, and are not included.
     pub fn changed_endpoint(&self) -> Option<(crate::TenantId, crate::EndpointId)> {
         match self {
             Self::EndpointCreated(created) => {

@@ -84,6 +84,8 @@ pub enum ErrorClass {
     TargetRefused,
     /// The endpoint was deleted or disabled before the attempt.
     EndpointUnavailable,
+    /// The delivery's deadline passed while the endpoint's circuit breaker kept it parked.
+    CircuitOpen,
 }
 
 impl ErrorClass {
@@ -99,6 +101,7 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::TargetRefused => "target_refused",
             Self::EndpointUnavailable => "endpoint_unavailable",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -197,4 +200,23 @@ pub struct EndpointDisabled {
     pub tenant_id: TenantId,
     pub reason: String,
     pub disabled_at: DateTime<Utc>,
+}
+
+/// An endpoint failed too often in a row: deliveries to it are parked until `until`, when
+/// one probe is let through.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointCircuitOpened {
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub opened_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub consecutive_failures: u32,
+}
+
+/// A probe to an endpoint whose breaker was open succeeded: deliveries flow again.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointCircuitClosed {
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub closed_at: DateTime<Utc>,
 }

@@ -68,6 +68,8 @@ fn start() -> Result<TestHerald> {
     config.delivery.retry_multiplier = 2.0;
     config.delivery.retry_max_delay_ms = 2_000;
     config.delivery.retry_max_attempts = 4;
+    config.delivery.breaker_failure_threshold = 3;
+    config.delivery.breaker_open_ms = 1_000;
     config.projector.clickhouse_flush_ms = 200;
 
     let (address_sender, address_receiver) = std::sync::mpsc::channel();

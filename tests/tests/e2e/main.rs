@@ -2,6 +2,7 @@
 //! the local stack (`make test` starts it) and real HTTP receivers on loopback.
 
 mod bad_input;
+mod breaker;
 mod delivery_path;
 mod idempotency;
 mod isolation;
