@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct TestHerald {
     pub base_url: String,
+    pub nats_url: String,
+    pub namespace: String,
     pub admin_token: String,
     pub database_url: String,
     pub clickhouse_url: String,
@@ -129,6 +131,8 @@ fn start() -> Result<TestHerald> {
     let address = address_receiver.recv_timeout(Duration::from_secs(90))??;
     Ok(TestHerald {
         base_url: format!("http://{address}"),
+        nats_url: env_or("HERALD_NATS_URL", &defaults.nats_url),
+        namespace: run_id.clone(),
         admin_token,
         database_url,
         clickhouse_url,
@@ -344,6 +348,17 @@ impl Api {
             bail!("ClickHouse said {status}: {text}");
         }
         Ok(text.trim().to_owned())
+    }
+
+    /// Accepted events the delivery service has not finished with yet (first attempts made or
+    /// parked), from the delivery consumer's state in JetStream.
+    pub async fn first_attempts_outstanding(&self) -> Result<u64> {
+        let client = async_nats::connect(&self.herald.nats_url).await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let namespace = herald_schemas::Namespace::new(&self.herald.namespace)?;
+        let mut stream = jetstream.get_stream(namespace.log_stream()).await?;
+        let info = stream.consumer_info("delivery").await?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
     pub async fn postgres(&self) -> Result<sqlx::PgPool> {

@@ -28,6 +28,8 @@ impl HeraldProcess {
         let port = free_port()?;
         let herald = TestHerald {
             base_url: format!("http://127.0.0.1:{port}"),
+            nats_url: env_or("HERALD_NATS_URL", &defaults.nats_url),
+            namespace: run_id.clone(),
             admin_token: format!("adm_{run_id}"),
             database_url: replace_database(&server_database_url, &database),
             clickhouse_url: env_or("HERALD_CLICKHOUSE_URL", &defaults.clickhouse_url),
