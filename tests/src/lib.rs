@@ -356,7 +356,7 @@ impl Api {
         let client = async_nats::connect(&self.herald.nats_url).await?;
         let jetstream = async_nats::jetstream::new(client);
         let namespace = herald_schemas::Namespace::new(&self.herald.namespace)?;
-        let mut stream = jetstream.get_stream(namespace.log_stream()).await?;
+        let stream = jetstream.get_stream(namespace.log_stream()).await?;
         let info = stream.consumer_info("delivery").await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
