@@ -147,6 +147,7 @@ impl AttemptRunner {
             error_class,
             error_message: report.error_message,
             latency_ms: u32::try_from(report.latency.as_millis()).unwrap_or(u32::MAX),
+            response_body_hash: report.response_body_hash,
             outcome: decision.outcome,
             next_attempt_at: decision.next_attempt_at,
         };
@@ -200,6 +201,7 @@ impl AttemptRunner {
                 started_at: now,
                 finished_at: now,
                 latency: Duration::ZERO,
+                response_body_hash: None,
             };
             let decision = Decision {
                 outcome: AttemptOutcome::DeadLettered,
@@ -293,5 +295,6 @@ fn endpoint_unavailable() -> SendReport {
         started_at: now,
         finished_at: now,
         latency: Duration::ZERO,
+        response_body_hash: None,
     }
 }

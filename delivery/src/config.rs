@@ -15,6 +15,8 @@ pub struct DeliveryConfig {
     /// HTTP requests in flight at once to one endpoint (also its keep-alive pool size).
     pub max_in_flight_per_endpoint: usize,
     pub connect_timeout_ms: u64,
+    /// Longest wait for the receiver between reads, including for the first response byte.
+    pub first_byte_timeout_ms: u64,
     pub request_timeout_ms: u64,
     /// How long the log waits for a worker's acknowledgement before redelivering; must exceed
     /// `request_timeout_ms` with margin.
@@ -43,6 +45,7 @@ impl Default for DeliveryConfig {
             max_in_flight: 1024,
             max_in_flight_per_endpoint: 64,
             connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 10_000,
             request_timeout_ms: 15_000,
             ack_wait_ms: 60_000,
             endpoint_cache_ttl_ms: 5_000,

@@ -17,10 +17,12 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long each phase of a request may take.
+/// How long each phase of a request may take: connecting, then waiting for the receiver
+/// between reads (so also for its first byte), then the whole exchange.
 #[derive(Clone, Debug)]
 pub struct Timeouts {
     pub connect: Duration,
+    pub first_byte: Duration,
     pub total: Duration,
 }
 
@@ -33,6 +35,8 @@ pub struct SendReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub latency: Duration,
+    /// SHA-256 (hex) of the response body's first 64 KiB, when there was a response.
+    pub response_body_hash: Option<String>,
 }
 
 /// The message a receiver gets.
@@ -79,6 +83,7 @@ impl HttpSender {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.first_byte)
             .timeout(timeouts.total)
             .pool_max_idle_per_host(pool_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -95,14 +100,14 @@ impl HttpSender {
         let started = Instant::now();
         let outcome = self.exchange(webhook, started_at).await;
         let latency = started.elapsed();
-        let (result, http_status, error_message) = match outcome {
-            Ok((status, retry_after)) => {
+        let (result, http_status, error_message, response_body_hash) = match outcome {
+            Ok((status, retry_after, body_hash)) => {
                 let result = classify_status(status, retry_after);
                 let message = (!matches!(result, AttemptResult::Succeeded))
                     .then(|| format!("receiver answered {status}"));
-                (result, Some(status), message)
+                (result, Some(status), message, Some(body_hash))
             }
-            Err((result, message)) => (result, None, Some(message)),
+            Err((result, message)) => (result, None, Some(message), None),
         };
         SendReport {
             result,
@@ -111,6 +116,7 @@ impl HttpSender {
             started_at,
             finished_at: Utc::now(),
             latency,
+            response_body_hash,
         }
     }
 
@@ -118,7 +124,7 @@ impl HttpSender {
         &self,
         webhook: &Webhook<'_>,
         started_at: DateTime<Utc>,
-    ) -> Result<(u16, Option<Duration>), (AttemptResult, String)> {
+    ) -> Result<(u16, Option<Duration>, String), (AttemptResult, String)> {
         let url = reqwest::Url::parse(webhook.url).map_err(|error| {
             (
                 AttemptResult::Final {
@@ -167,8 +173,8 @@ impl HttpSender {
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, Utc::now()));
-        drain(response).await;
-        Ok((status, retry_after))
+        let body_hash = read_and_hash(response).await;
+        Ok((status, retry_after, body_hash))
     }
 
     /// reqwest skips the resolver for IP-literal hosts, so those are checked here.
@@ -200,16 +206,26 @@ fn traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
 }
 
-/// Reads (and discards) a bounded amount of the response so that the connection can go back
-/// to the pool; a receiver that sends more than the limit loses its connection instead.
-async fn drain(mut response: reqwest::Response) {
+/// Reads at most 64 KiB of the response body and returns its SHA-256; the body itself is not
+/// kept. Reading lets the connection go back to the pool; a receiver that sends more than the
+/// limit loses its connection instead.
+async fn read_and_hash(mut response: reqwest::Response) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
     let mut read = 0usize;
     while let Ok(Some(chunk)) = response.chunk().await {
-        read += chunk.len();
-        if read > RESPONSE_BODY_LIMIT {
+        let take = chunk.len().min(RESPONSE_BODY_LIMIT - read);
+        hasher.update(&chunk[..take]);
+        read += take;
+        if read >= RESPONSE_BODY_LIMIT {
             break;
         }
     }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 struct GuardedResolver {

@@ -54,9 +54,13 @@ pub async fn run(
 ) -> Result<(), DeliveryError> {
     let guard = TargetGuard::from_list(&config.allowed_target_cidrs)
         .map_err(|error| DeliveryError::Config(error.to_string()))?;
+    // Tiered: connect ≤ first byte ≤ total, whatever the configuration says.
+    let total = Duration::from_millis(config.request_timeout_ms.max(1));
+    let first_byte = Duration::from_millis(config.first_byte_timeout_ms).min(total);
     let timeouts = Timeouts {
-        connect: Duration::from_millis(config.connect_timeout_ms),
-        total: Duration::from_millis(config.request_timeout_ms),
+        connect: Duration::from_millis(config.connect_timeout_ms).min(first_byte),
+        first_byte,
+        total,
     };
     let sender = HttpSender::new(guard, &timeouts, config.max_in_flight_per_endpoint)
         .map_err(|error| DeliveryError::Config(error.to_string()))?;

@@ -6,11 +6,18 @@ use crate::config::StackConfig;
 use crate::stack::{clickhouse_client, Stack};
 
 /// ClickHouse migrations in order. `{database}` is replaced by the configured database.
-const CLICKHOUSE_MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "attempts",
-    include_str!("../../migrations/clickhouse/0001_attempts.sql"),
-)];
+const CLICKHOUSE_MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "attempts",
+        include_str!("../../migrations/clickhouse/0001_attempts.sql"),
+    ),
+    (
+        2,
+        "response_body_hash",
+        include_str!("../../migrations/clickhouse/0002_response_body_hash.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

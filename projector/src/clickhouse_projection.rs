@@ -34,6 +34,7 @@ pub struct AttemptRow {
     pub latency_ms: u32,
     pub end_to_end_ms: u32,
     pub log_sequence: u64,
+    pub response_body_hash: String,
 }
 
 impl AttemptRow {
@@ -67,6 +68,7 @@ impl AttemptRow {
                 0
             },
             log_sequence,
+            response_body_hash: attempt.response_body_hash.clone().unwrap_or_default(),
         }
     }
 

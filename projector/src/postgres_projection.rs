@@ -223,10 +223,11 @@ async fn insert_attempts(
     }
     sqlx::query(
         "INSERT INTO attempts (attempt_id, tenant_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, \
-           finished_at, http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id, log_sequence) \
+           finished_at, http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id, log_sequence, \
+           response_body_hash) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[], \
            $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[], $11::text[], $12::int4[], $13::text[], \
-           $14::timestamptz[], $15::text[], $16::int8[]) \
+           $14::timestamptz[], $15::text[], $16::int8[], $17::text[]) \
          ON CONFLICT DO NOTHING",
     )
     .bind(&rows.attempt_id)
@@ -245,6 +246,7 @@ async fn insert_attempts(
     .bind(&rows.next_attempt_at)
     .bind(&rows.trace_id)
     .bind(&rows.log_sequence)
+    .bind(&rows.response_body_hash)
     .execute(&mut **transaction)
     .await
     .map(|_| ())

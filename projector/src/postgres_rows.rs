@@ -44,6 +44,7 @@ pub struct AttemptRows {
     pub next_attempt_at: Vec<Option<DateTime<Utc>>>,
     pub trace_id: Vec<String>,
     pub log_sequence: Vec<i64>,
+    pub response_body_hash: Vec<Option<String>>,
 }
 
 /// The latest state of each delivery touched by the batch.
@@ -127,6 +128,8 @@ impl AttemptRows {
         self.next_attempt_at.push(attempt.next_attempt_at);
         self.trace_id.push(attempt.trace_id.clone());
         self.log_sequence.push(sequence as i64);
+        self.response_body_hash
+            .push(attempt.response_body_hash.clone());
     }
 }
 

@@ -45,6 +45,8 @@ pub struct AttemptView {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub latency_ms: i32,
+    /// SHA-256 (hex) of the first 64 KiB of the receiver's response body.
+    pub response_body_hash: Option<String>,
     /// `succeeded`, `retry_scheduled`, `failed` or `dead_lettered`.
     pub outcome: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -89,7 +91,7 @@ pub async fn list_deliveries(
 
     let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT attempt_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, finished_at, \
-         http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id \
+         http_status, error_code, error_message, latency_ms, response_body_hash, outcome, next_attempt_at, trace_id \
          FROM attempts WHERE tenant_id = ",
     );
     sql.push_bind(tenant_id.as_uuid());

@@ -133,6 +133,10 @@ pub struct AttemptRecorded {
     pub error_message: Option<String>,
     /// From the start of the request to the end of the response (or the failure).
     pub latency_ms: u32,
+    /// SHA-256 (hex) of the first 64 KiB of the response body, when there was a response.
+    /// The body itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body_hash: Option<String>,
     pub outcome: AttemptOutcome,
     /// Set when `outcome` is `retry_scheduled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -102,6 +102,11 @@ async fn an_event_is_delivered_signed_and_recorded_everywhere() -> anyhow::Resul
         assert!(!attempt[field].is_null(), "{field} missing: {attempt}");
     }
     assert_eq!(attempt["trace_id"], event["trace_id"]);
+    // The receiver answered with an empty body: its SHA-256 is recorded, never the body.
+    assert_eq!(
+        attempt["response_body_hash"],
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
     assert!(request
         .header("traceparent")
         .contains(event["trace_id"].as_str().unwrap_or("?")));
