@@ -11,6 +11,7 @@ pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
+pub mod replays;
 pub mod retry_policy;
 pub mod retry_queue;
 pub mod signature;
@@ -88,6 +89,9 @@ pub async fn run(
     )
     .await
     .map_err(DeliveryError::Log)?;
+    let replay_requests = replays::consumer(&log_stream, namespace.replays_filter())
+        .await
+        .map_err(DeliveryError::Log)?;
     let retry_worker = Arc::new(RetryWorker {
         runner: runner.clone(),
         log_stream,
@@ -118,6 +122,11 @@ pub async fn run(
             hard_stop.clone(),
         )));
     }
+    loops.push(tokio::spawn(replays::run(
+        runner.retries.clone(),
+        replay_requests,
+        shutdown.clone(),
+    )));
     loops.push(tokio::spawn(follow_config_changes(
         runner.clone(),
         jetstream.client(),

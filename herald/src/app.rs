@@ -84,10 +84,11 @@ pub async fn run(
         );
     }
     if service.includes(Service::Query) {
-        router = router.merge(herald_query::router(QueryState {
-            pool: stack.pool.clone(),
-            authenticator: authenticator.clone(),
-        }));
+        router = router.merge(herald_query::router(QueryState::new(
+            stack.pool.clone(),
+            authenticator.clone(),
+            publisher.clone(),
+        )));
     }
     if service.includes(Service::Delivery) {
         let run = herald_delivery::run(

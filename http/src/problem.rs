@@ -28,8 +28,17 @@ pub enum ApiError {
     Conflict(String),
     MalformedJson(String),
     BadRequest(String),
-    InvalidField { field: String, message: String },
-    PayloadTooLarge { limit_bytes: usize },
+    InvalidField {
+        field: String,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit_bytes: usize,
+    },
+    RateLimited {
+        retry_after: std::time::Duration,
+        what: String,
+    },
     Unavailable(String),
     Internal,
 }
@@ -64,6 +73,7 @@ impl ApiError {
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +88,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::InvalidField { .. } => "invalid-field",
             Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal => "internal",
         }
@@ -95,6 +106,10 @@ impl ApiError {
             Self::PayloadTooLarge { limit_bytes } => {
                 format!("request body exceeds the limit of {limit_bytes} bytes")
             }
+            Self::RateLimited { retry_after, what } => format!(
+                "too many {what}; retry after {} ms",
+                retry_after.as_millis().max(1)
+            ),
             Self::Internal => {
                 "the server failed to handle the request; it was logged, retry later".to_owned()
             }
@@ -125,6 +140,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::RateLimited { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

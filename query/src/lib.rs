@@ -5,16 +5,18 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod events;
 pub mod params;
+pub mod replay;
 pub mod state;
 
 pub use state::QueryState;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     events::get_event,
+    replay::replay_event,
     deliveries::list_deliveries,
     endpoints::list_endpoints,
     endpoints::get_endpoint
@@ -24,6 +26,7 @@ pub struct QueryApi;
 pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/events/{event_id}", get(events::get_event))
+        .route("/v1/events/{event_id}/replay", post(replay::replay_event))
         .route("/v1/deliveries", get(deliveries::list_deliveries))
         .route("/v1/webhook_endpoints", get(endpoints::list_endpoints))
         .route(

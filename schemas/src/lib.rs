@@ -15,7 +15,7 @@ pub use ids::{AttemptId, EndpointId, EventId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
     AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
-    EndpointDisabled, EndpointSecretRotated, EndpointSnapshot, ErrorClass, EventAccepted, RetryDue,
-    TenantCreated,
+    EndpointDisabled, EndpointSecretRotated, EndpointSnapshot, ErrorClass, EventAccepted,
+    ReplayRequested, ReplayedDelivery, RetryDue, TenantCreated,
 };
 pub use subjects::Namespace;

@@ -6,7 +6,8 @@
 
 use crate::messages::{
     AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
-    EndpointDisabled, EndpointSecretRotated, EventAccepted, RetryDue, TenantCreated,
+    EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayRequested, RetryDue,
+    TenantCreated,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,8 @@ pub enum LogMessage {
     EndpointCircuitOpened(EndpointCircuitOpened),
     #[serde(rename = "endpoint.circuit_closed.v1")]
     EndpointCircuitClosed(EndpointCircuitClosed),
+    #[serde(rename = "delivery.replay_requested.v1")]
+    ReplayRequested(ReplayRequested),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,7 @@ impl LogMessage {
             Self::EndpointDisabled(_) => "endpoint.disabled.v1",
             Self::EndpointCircuitOpened(_) => "endpoint.circuit_opened.v1",
             Self::EndpointCircuitClosed(_) => "endpoint.circuit_closed.v1",
+            Self::ReplayRequested(_) => "delivery.replay_requested.v1",
         }
     }
 
@@ -99,6 +103,7 @@ impl LogMessage {
             "endpoint.circuit_closed.v1" => {
                 serde_json::from_str(body).map(Self::EndpointCircuitClosed)
             }
+            "delivery.replay_requested.v1" => serde_json::from_str(body).map(Self::ReplayRequested),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         };
         parsed.map_err(|source| DecodeError::Body {

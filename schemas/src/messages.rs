@@ -224,3 +224,22 @@ pub struct EndpointCircuitClosed {
     pub tenant_id: TenantId,
     pub closed_at: DateTime<Utc>,
 }
+
+/// A tenant asked for deliveries of an accepted event to be made again (e.g. after they were
+/// dead-lettered). Delivery answers by scheduling one attempt per listed delivery.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReplayRequested {
+    pub event_id: EventId,
+    pub tenant_id: TenantId,
+    /// The log stream sequence of the event's `EventAccepted`.
+    pub event_sequence: u64,
+    pub deliveries: Vec<ReplayedDelivery>,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReplayedDelivery {
+    pub endpoint_id: EndpointId,
+    /// The number the replayed attempt will carry.
+    pub attempt_number: u32,
+}

@@ -6,6 +6,7 @@
 //! | `<NS>_LOG`      | `<ns>.events.<tenant_id>`        | `event.accepted.v1`                     |
 //! |                 | `<ns>.attempts.<tenant_id>`      | `attempt.recorded.v1`                   |
 //! |                 | `<ns>.config.<tenant_id>`        | `tenant.created.v1`, `endpoint.*.v1`    |
+//! |                 | `<ns>.replays.<tenant_id>`       | `delivery.replay_requested.v1`          |
 //! | `<NS>_RETRIES`  | `<ns>.retries.<delay_tier>`      | `retry.due.v1` (work queue)             |
 //!
 //! Events and attempts share one stream so that a single consumer sees an event before any
@@ -49,7 +50,7 @@ impl Namespace {
     }
 
     pub fn log_subjects(&self) -> Vec<String> {
-        ["events", "attempts", "config"]
+        ["events", "attempts", "config", "replays"]
             .iter()
             .map(|kind| format!("{}.{kind}.>", self.0))
             .collect()
@@ -65,6 +66,14 @@ impl Namespace {
 
     pub fn config_filter(&self) -> String {
         format!("{}.config.>", self.0)
+    }
+
+    pub fn replays_filter(&self) -> String {
+        format!("{}.replays.>", self.0)
+    }
+
+    pub fn replay_subject(&self, tenant_id: TenantId) -> String {
+        format!("{}.replays.{tenant_id}", self.0)
     }
 
     pub fn retries_filter(&self) -> String {

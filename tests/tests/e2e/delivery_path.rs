@@ -179,6 +179,8 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
         ("/v1/webhook_endpoints/{endpoint_id}", "get"),
         ("/v1/events", "post"),
         ("/v1/events/{event_id}", "get"),
+        ("/v1/events/{event_id}/replay", "post"),
+        ("/v1/webhook_endpoints/{endpoint_id}/secret/rotate", "post"),
         ("/v1/deliveries", "get"),
         ("/healthz", "get"),
     ] {

@@ -121,3 +121,63 @@ async fn a_receiver_that_never_recovers_is_dead_lettered_after_the_last_attempt(
     assert_eq!(receiver.count(), 4);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_delivery_can_be_replayed() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("replay").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::status(400)]);
+    let endpoint = api
+        .create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let event_id = api
+        .send_event(&tenant, json!({ "type": "t", "payload": {"n": 1} }))
+        .await?;
+    api.wait_for_event_status(&tenant, &event_id, "failed")
+        .await?;
+
+    let replay = |tenant: &herald_tests::Tenant, body: serde_json::Value| {
+        api.http
+            .post(api.url(&format!("/v1/events/{event_id}/replay")))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+    };
+    let stranger = api.create_tenant("replay-stranger").await?;
+    assert_eq!(replay(&stranger, json!({})).await?.status(), 404);
+    let unknown_endpoint = json!({ "endpoint_id": uuid::Uuid::now_v7() });
+    assert_eq!(replay(&tenant, unknown_endpoint).await?.status(), 404);
+
+    let response = replay(&tenant, json!({ "endpoint_id": endpoint.endpoint_id })).await?;
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await?;
+    assert_eq!(accepted["endpoint_ids"], json!([endpoint.endpoint_id]));
+
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "delivered")
+        .await?;
+    assert_eq!(event["deliveries"][0]["status"], "succeeded");
+    assert_eq!(event["deliveries"][0]["attempt_count"], 2);
+    let (_, page) = api
+        .get(&tenant, &format!("/v1/deliveries?event_id={event_id}"))
+        .await?;
+    let outcomes: Vec<(i64, String)> = page["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|attempt| {
+            (
+                attempt["attempt_number"].as_i64().unwrap_or(0),
+                attempt["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![(2, "succeeded".to_owned()), (1, "failed".to_owned())]
+    );
+    assert_eq!(receiver.count(), 2);
+    Ok(())
+}
