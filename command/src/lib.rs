@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
     paths(
         tenants::create_tenant,
         endpoints::create_endpoint,
+        endpoints::rotate_secret,
         events::create_event
     ),
     components(schemas(herald_http::ProblemDetails))
