@@ -15,8 +15,9 @@ pub struct EventView {
     pub event_id: Uuid,
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The payload exactly as it was submitted.
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: Box<serde_json::value::RawValue>,
     /// `pending` (no attempt yet), `delivering`, `delivered` (every delivery succeeded) or
     /// `failed` (every delivery is over and at least one did not succeed).
     pub status: String,
@@ -43,7 +44,7 @@ pub struct DeliveryView {
 struct EventRow {
     event_id: Uuid,
     event_type: String,
-    payload: sqlx::types::Json<serde_json::Value>,
+    payload: sqlx::types::Json<Box<serde_json::value::RawValue>>,
     status: String,
     accepted_at: DateTime<Utc>,
     idempotency_key: Option<String>,
