@@ -7,7 +7,7 @@ use crate::validation;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,11 @@ pub struct CreateEvent {
     pub idempotency_key: Option<String>,
     /// Deliver only to these of the tenant's endpoints (their type filters still apply).
     pub target_endpoints: Option<Vec<uuid::Uuid>>,
+    /// No attempt before this time (RFC 3339; at most 30 days ahead).
+    pub deliver_after: Option<DateTime<Utc>>,
+    /// No attempt after this time (RFC 3339): deliveries not done by then are recorded as
+    /// `expired`.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +70,7 @@ pub async fn create_event(
         ));
     }
     let idempotency_key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    validate_schedule(&request, Utc::now())?;
     let endpoint_ids = route(&state, tenant_id, &request).await?;
 
     let event_id = EventId::generate();
@@ -73,6 +79,7 @@ pub async fn create_event(
             &request.event_type,
             &request.payload,
             &request.target_endpoints,
+            &format!("{:?}/{:?}", request.deliver_after, request.expires_at),
         );
         match idempotency::claim(&state.pool, tenant_id, key, &fingerprint, event_id).await? {
             Claim::Claimed => {}
@@ -94,6 +101,8 @@ pub async fn create_event(
         accepted_at: Utc::now(),
         trace_id: trace_id(&headers),
         endpoint_ids,
+        deliver_after: request.deliver_after,
+        expires_at: request.expires_at,
     };
     let subject = state.publisher.namespace().event_subject(tenant_id);
     if let Err(error) = state
@@ -113,6 +122,34 @@ pub async fn create_event(
     }
     tracing::debug!(%tenant_id, %event_id, "event accepted");
     Ok(accepted(event_id))
+}
+
+const MAX_SCHEDULE_AHEAD_DAYS: i64 = 30;
+
+fn validate_schedule(request: &CreateEvent, now: DateTime<Utc>) -> Result<(), ApiError> {
+    if let Some(after) = request.deliver_after {
+        if after - now > chrono::Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
+            return Err(ApiError::invalid(
+                "deliver_after",
+                format!("must be at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead"),
+            ));
+        }
+    }
+    if let Some(expires_at) = request.expires_at {
+        if expires_at <= now {
+            return Err(ApiError::invalid("expires_at", "must be in the future"));
+        }
+        if request
+            .deliver_after
+            .is_some_and(|after| expires_at <= after)
+        {
+            return Err(ApiError::invalid(
+                "expires_at",
+                "must be after deliver_after",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn accepted(event_id: EventId) -> (StatusCode, Json<EventAcceptedResponse>) {

@@ -21,10 +21,12 @@ pub enum Claim {
 pub struct RequestFingerprint([u8; 32]);
 
 impl RequestFingerprint {
+    /// `schedule` is anything else that changes what the request asks for (delivery window).
     pub fn of(
         event_type: &str,
         payload: &RawValue,
         target_endpoints: &Option<Vec<uuid::Uuid>>,
+        schedule: &str,
     ) -> Self {
         // serde_json's Value keeps object keys sorted, so re-serializing canonicalizes order
         // and whitespace.
@@ -42,6 +44,8 @@ impl RequestFingerprint {
         hasher.update(canonical_payload.as_bytes());
         hasher.update([0]);
         hasher.update(format!("{targets:?}").as_bytes());
+        hasher.update([0]);
+        hasher.update(schedule.as_bytes());
         Self(hasher.finalize().into())
     }
 }
@@ -107,10 +111,12 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_formatting_but_not_meaning() {
-        let a = RequestFingerprint::of("t", &raw(r#"{"a":1,"b":[1,2]}"#), &None);
-        let b = RequestFingerprint::of("t", &raw(r#"{ "b": [1, 2], "a": 1 }"#), &None);
-        let c = RequestFingerprint::of("t", &raw(r#"{"a":2,"b":[1,2]}"#), &None);
-        let d = RequestFingerprint::of("u", &raw(r#"{"a":1,"b":[1,2]}"#), &None);
+        let a = RequestFingerprint::of("t", &raw(r#"{"a":1,"b":[1,2]}"#), &None, "");
+        let b = RequestFingerprint::of("t", &raw(r#"{ "b": [1, 2], "a": 1 }"#), &None, "");
+        let c = RequestFingerprint::of("t", &raw(r#"{"a":2,"b":[1,2]}"#), &None, "");
+        let d = RequestFingerprint::of("u", &raw(r#"{"a":1,"b":[1,2]}"#), &None, "");
+        let e = RequestFingerprint::of("t", &raw(r#"{"a":1,"b":[1,2]}"#), &None, "later");
+        assert_ne!(a.0, e.0);
         assert_eq!(a.0, b.0);
         assert_ne!(a.0, c.0);
         assert_ne!(a.0, d.0);

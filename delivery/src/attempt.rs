@@ -37,6 +37,9 @@ pub enum AttemptError {
     Log(#[from] LogError),
 }
 
+/// A scheduled delivery this close to its time is attempted rather than queued again.
+const SCHEDULE_SLACK_MS: i64 = 50;
+
 /// What became of a delivery job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -70,6 +73,15 @@ impl AttemptRunner {
     }
 
     async fn run_inner(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+        let now = Utc::now();
+        if let Some(expires_at) = job.event.expires_at.filter(|expires_at| now >= *expires_at) {
+            return self.expire(&job, expires_at).await;
+        }
+        if let Some(after) = job.event.deliver_after {
+            if after - now > chrono::Duration::milliseconds(SCHEDULE_SLACK_MS) {
+                return self.schedule_later(&job, after).await;
+            }
+        }
         let endpoint = self.endpoints.get(job.endpoint_id).await?;
         let report = match endpoint.as_deref() {
             Some(target) if target.enabled => {
@@ -178,6 +190,54 @@ impl AttemptRunner {
 }
 
 impl AttemptRunner {
+    /// The event expired before this delivery could be made: record that, send nothing.
+    async fn expire(
+        &self,
+        job: &DeliveryJob,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JobOutcome, AttemptError> {
+        let now = Utc::now();
+        let report = SendReport {
+            result: AttemptResult::Final {
+                class: ErrorClass::Expired,
+            },
+            http_status: None,
+            error_message: Some(format!(
+                "the event expired at {} before it could be delivered",
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )),
+            started_at: now,
+            finished_at: now,
+            latency: Duration::ZERO,
+            response_body_hash: None,
+        };
+        let decision = Decision {
+            outcome: AttemptOutcome::Expired,
+            next_attempt_at: None,
+        };
+        self.conclude(job, report, decision)
+            .await
+            .map(JobOutcome::Attempted)
+    }
+
+    /// A scheduled delivery that is not due yet waits in the retry queue.
+    async fn schedule_later(
+        &self,
+        job: &DeliveryJob,
+        due_at: DateTime<Utc>,
+    ) -> Result<JobOutcome, AttemptError> {
+        let retry = RetryDue {
+            event_id: job.event.event_id,
+            endpoint_id: job.endpoint_id,
+            tenant_id: job.event.tenant_id,
+            event_sequence: job.event_sequence,
+            attempt_number: job.attempt_number,
+            due_at,
+        };
+        self.retries.schedule(&retry).await?;
+        Ok(JobOutcome::Parked)
+    }
+
     /// The breaker is open: the delivery waits in the retry queue until it may be tried,
     /// without counting as an attempt, unless that is past its deadline.
     async fn park(

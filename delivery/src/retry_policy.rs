@@ -99,6 +99,16 @@ impl RetryPolicy {
 }
 
 impl Decision {
+    /// A retry that would come after the event expires is no retry: the delivery expires.
+    pub fn within_expiry(self, expires_at: Option<DateTime<Utc>>) -> Self {
+        match (self.next_attempt_at, expires_at) {
+            (Some(next), Some(expires_at)) if next > expires_at => {
+                Self::done(AttemptOutcome::Expired)
+            }
+            _ => self,
+        }
+    }
+
     fn done(outcome: AttemptOutcome) -> Self {
         Self {
             outcome,
@@ -144,6 +154,19 @@ mod tests {
             policy.decide(1, now, now, final_failure, 0.5).outcome,
             AttemptOutcome::Failed
         );
+    }
+
+    #[test]
+    fn a_retry_past_expiry_expires_the_delivery() {
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        let decision = policy.decide(1, now, now, retryable(), 0.0);
+        let next = decision.next_attempt_at.expect("retry");
+        assert_eq!(decision.within_expiry(Some(next)), decision);
+        assert_eq!(decision.within_expiry(None), decision);
+        let expired = decision.within_expiry(Some(next - chrono::Duration::milliseconds(1)));
+        assert_eq!(expired.outcome, AttemptOutcome::Expired);
+        assert_eq!(expired.next_attempt_at, None);
     }
 
     #[test]

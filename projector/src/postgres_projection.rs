@@ -295,7 +295,7 @@ async fn update_event_status(
         "UPDATE events AS e SET status = s.status FROM ( \
            SELECT event_id, CASE \
              WHEN bool_and(status = 'succeeded') THEN 'delivered' \
-             WHEN bool_and(status IN ('succeeded', 'failed', 'dead_lettered')) THEN 'failed' \
+             WHEN bool_and(status IN ('succeeded', 'failed', 'dead_lettered', 'expired')) THEN 'failed' \
              WHEN bool_or(attempt_count > 0) THEN 'delivering' \
              ELSE 'pending' END AS status \
            FROM deliveries WHERE event_id = ANY($1) GROUP BY event_id) AS s \

@@ -81,6 +81,7 @@ pub fn delivery_status(outcome: AttemptOutcome) -> &'static str {
         AttemptOutcome::RetryScheduled => "retrying",
         AttemptOutcome::Failed => "failed",
         AttemptOutcome::DeadLettered => "dead_lettered",
+        AttemptOutcome::Expired => "expired",
     }
 }
 

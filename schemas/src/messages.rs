@@ -28,6 +28,12 @@ pub struct EventAccepted {
     pub trace_id: String,
     /// Endpoints subscribed to this event when it was accepted; one delivery each.
     pub endpoint_ids: Vec<EndpointId>,
+    /// No attempt before this time (scheduled delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_after: Option<DateTime<Utc>>,
+    /// No attempt after this time: a delivery not done by then is recorded as expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// How one attempt ended, and so what happens to its delivery next.
@@ -42,6 +48,8 @@ pub enum AttemptOutcome {
     Failed,
     /// The attempt failed and the retry policy is exhausted; the delivery is done.
     DeadLettered,
+    /// The event's `expires_at` passed before the delivery succeeded; nothing more is sent.
+    Expired,
 }
 
 impl AttemptOutcome {
@@ -51,6 +59,7 @@ impl AttemptOutcome {
             Self::RetryScheduled => "retry_scheduled",
             Self::Failed => "failed",
             Self::DeadLettered => "dead_lettered",
+            Self::Expired => "expired",
         }
     }
 
@@ -86,6 +95,8 @@ pub enum ErrorClass {
     EndpointUnavailable,
     /// The delivery's deadline passed while the endpoint's circuit breaker kept it parked.
     CircuitOpen,
+    /// The event's `expires_at` passed before the delivery was made.
+    Expired,
 }
 
 impl ErrorClass {
@@ -102,6 +113,7 @@ impl ErrorClass {
             Self::TargetRefused => "target_refused",
             Self::EndpointUnavailable => "endpoint_unavailable",
             Self::CircuitOpen => "circuit_open",
+            Self::Expired => "expired",
         }
     }
 }

@@ -108,3 +108,67 @@ async fn an_event_no_endpoint_wants_is_accepted_and_done() -> anyhow::Result<()>
     assert_eq!(event["payload"], json!([1, 2]));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_scheduled_event_is_delivered_no_earlier_than_deliver_after() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("scheduled").await?;
+    let receiver = Receiver::start().await;
+    api.create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let deliver_after = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let event_id = api
+        .send_event(
+            &tenant,
+            json!({ "type": "t", "payload": {}, "deliver_after": deliver_after }),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.count(), 0, "delivered before deliver_after");
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "delivered")
+        .await?;
+    assert_eq!(event["deliveries"][0]["attempt_count"], 1);
+    let (_, page) = api
+        .get(&tenant, &format!("/v1/deliveries?event_id={event_id}"))
+        .await?;
+    let started: chrono::DateTime<chrono::Utc> = page["data"][0]["started_at"]
+        .as_str()
+        .unwrap_or("")
+        .parse()?;
+    assert!(
+        started >= deliver_after - chrono::Duration::milliseconds(60),
+        "{started} < {deliver_after}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_not_made_before_expires_at_is_recorded_as_expired() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("expiring").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([herald_tests::receiver::Reply::status(503)]);
+    receiver.set_delay(Duration::from_millis(400));
+    api.create_endpoint(&tenant, json!({ "url": receiver.url }))
+        .await?;
+    let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let event_id = api
+        .send_event(
+            &tenant,
+            json!({ "type": "t", "payload": {}, "expires_at": expires_at }),
+        )
+        .await?;
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "failed")
+        .await?;
+    assert_eq!(event["deliveries"][0]["status"], "expired");
+    assert_eq!(receiver.count(), 1, "nothing is sent after expiry");
+
+    let (status, problem) = api
+        .post_event(&tenant, json!({ "type": "t", "payload": {}, "expires_at": chrono::Utc::now() - chrono::Duration::seconds(1) }))
+        .await?;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "expires_at");
+    Ok(())
+}
