@@ -17,7 +17,6 @@ pub use state::CommandState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::{Extension, Router};
-use futures::StreamExt;
 use herald_http::json_body::BodyLimit;
 use herald_schemas::{LogMessage, TenantId};
 use tokio_util::sync::CancellationToken;
@@ -70,24 +69,10 @@ pub async fn follow_config_changes(
     shutdown: CancellationToken,
 ) {
     let subject = state.publisher.namespace().config_filter();
-    let mut changes = match nats.subscribe(subject).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::warn!(%error, "cannot follow configuration changes; relying on the cache TTL");
-            return;
-        }
-    };
-    loop {
-        let change = tokio::select! {
-            change = changes.next() => change,
-            () = shutdown.cancelled() => break,
-        };
-        let Some(change) = change else { break };
-        if let Some((tenant_id, _)) = LogMessage::decode(&change.payload)
-            .ok()
-            .and_then(|message| message.changed_endpoint())
-        {
+    herald_log::follow(nats, subject, shutdown, |message| {
+        if let Some((tenant_id, _)) = message.changed_endpoint() {
             state.routing.invalidate(tenant_id);
         }
-    }
+    })
+    .await;
 }

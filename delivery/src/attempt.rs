@@ -29,6 +29,20 @@ pub struct DeliveryJob {
     pub scheduled_at: DateTime<Utc>,
 }
 
+impl DeliveryJob {
+    /// This delivery, due again at `due_at` as attempt `attempt_number`.
+    pub fn retry(&self, attempt_number: u32, due_at: DateTime<Utc>) -> RetryDue {
+        RetryDue {
+            event_id: self.event.event_id,
+            endpoint_id: self.endpoint_id,
+            tenant_id: self.event.tenant_id,
+            event_sequence: self.event_sequence,
+            attempt_number,
+            due_at,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     #[error(transparent)]
@@ -169,14 +183,7 @@ impl AttemptRunner {
         let recorded = self.publisher.publish(subject, &message);
         match decision.next_attempt_at {
             Some(due_at) => {
-                let retry = RetryDue {
-                    event_id: event.event_id,
-                    endpoint_id: job.endpoint_id,
-                    tenant_id: event.tenant_id,
-                    event_sequence: job.event_sequence,
-                    attempt_number: job.attempt_number + 1,
-                    due_at,
-                };
+                let retry = job.retry(job.attempt_number + 1, due_at);
                 let (recorded, scheduled) = tokio::join!(recorded, self.retries.schedule(&retry));
                 recorded?;
                 scheduled?;
@@ -226,15 +233,9 @@ impl AttemptRunner {
         job: &DeliveryJob,
         due_at: DateTime<Utc>,
     ) -> Result<JobOutcome, AttemptError> {
-        let retry = RetryDue {
-            event_id: job.event.event_id,
-            endpoint_id: job.endpoint_id,
-            tenant_id: job.event.tenant_id,
-            event_sequence: job.event_sequence,
-            attempt_number: job.attempt_number,
-            due_at,
-        };
-        self.retries.schedule(&retry).await?;
+        self.retries
+            .schedule(&job.retry(job.attempt_number, due_at))
+            .await?;
         Ok(JobOutcome::Parked)
     }
 
@@ -272,15 +273,9 @@ impl AttemptRunner {
                 .await
                 .map(JobOutcome::Attempted);
         }
-        let retry = RetryDue {
-            event_id: job.event.event_id,
-            endpoint_id: job.endpoint_id,
-            tenant_id: job.event.tenant_id,
-            event_sequence: job.event_sequence,
-            attempt_number: job.attempt_number,
-            due_at,
-        };
-        self.retries.schedule(&retry).await?;
+        self.retries
+            .schedule(&job.retry(job.attempt_number, due_at))
+            .await?;
         tracing::debug!(%due_at, "parked: circuit breaker open");
         Ok(JobOutcome::Parked)
     }

@@ -4,7 +4,6 @@
 
 use crate::attempt::{AttemptRunner, DeliveryJob};
 use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
-use futures::StreamExt;
 use herald_schemas::LogMessage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,41 +47,11 @@ pub async fn run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        // Short-lived pull requests, so that those of a stopped process do not linger.
-        let messages = consumer
-            .stream()
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "cannot pull events; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                () = shutdown.cancelled() => break,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    tracker.spawn(deliver_event(runner.clone(), message, hard_stop.clone()));
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "event pull interrupted");
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
+    herald_log::consume(&consumer, "events", &shutdown, |message| {
+        tracker.spawn(deliver_event(runner.clone(), message, hard_stop.clone()));
+        std::future::ready(())
+    })
+    .await;
 }
 
 async fn deliver_event(

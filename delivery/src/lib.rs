@@ -158,37 +158,20 @@ async fn follow_config_changes(
     subject: String,
     shutdown: CancellationToken,
 ) {
-    use futures::StreamExt;
-    let mut changes = match nats.subscribe(subject).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::warn!(%error, "cannot follow configuration changes; relying on the cache TTL");
-            return;
+    herald_log::follow(nats, subject, shutdown, |message| match &message {
+        LogMessage::EndpointCircuitOpened(opened) => runner
+            .breakers
+            .opened_elsewhere(opened.endpoint_id, opened.until),
+        LogMessage::EndpointCircuitClosed(closed) => {
+            runner.breakers.closed_elsewhere(closed.endpoint_id)
         }
-    };
-    loop {
-        let change = tokio::select! {
-            change = changes.next() => change,
-            () = shutdown.cancelled() => break,
-        };
-        let Some(change) = change else { break };
-        let Ok(message) = LogMessage::decode(&change.payload) else {
-            continue;
-        };
-        match &message {
-            LogMessage::EndpointCircuitOpened(opened) => runner
-                .breakers
-                .opened_elsewhere(opened.endpoint_id, opened.until),
-            LogMessage::EndpointCircuitClosed(closed) => {
-                runner.breakers.closed_elsewhere(closed.endpoint_id)
-            }
-            _ => {
-                if let Some((_, endpoint_id)) = message.changed_endpoint() {
-                    runner.endpoints.invalidate(endpoint_id);
-                }
+        _ => {
+            if let Some((_, endpoint_id)) = message.changed_endpoint() {
+                runner.endpoints.invalidate(endpoint_id);
             }
         }
-    }
+    })
+    .await;
 }
 
 async fn get_stream(

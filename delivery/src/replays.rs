@@ -4,7 +4,6 @@
 use crate::retry_queue::RetryScheduler;
 use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
 use chrono::Utc;
-use futures::StreamExt;
 use herald_schemas::{LogMessage, ReplayRequested, RetryDue};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,46 +30,17 @@ pub async fn consumer(
 }
 
 pub async fn run(retries: RetryScheduler, consumer: PullConsumer, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        let messages = consumer
-            .stream()
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "cannot pull replay requests; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                () = shutdown.cancelled() => return,
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "replay pull interrupted");
-                    break;
-                }
-                None => break,
-            };
+    herald_log::consume(&consumer, "replay requests", &shutdown, |message| {
+        let retries = retries.clone();
+        async move {
             let kind = match LogMessage::decode(&message.payload) {
-                Ok(LogMessage::ReplayRequested(replay)) => {
-                    match schedule(&retries, &replay).await {
-                        Ok(()) => AckKind::Ack,
-                        Err(error) => {
-                            tracing::warn!(%error, event_id = %replay.event_id, "replay not scheduled; will retry");
-                            AckKind::Nak(Some(Duration::from_secs(1)))
-                        }
+                Ok(LogMessage::ReplayRequested(replay)) => match schedule(&retries, &replay).await {
+                    Ok(()) => AckKind::Ack,
+                    Err(error) => {
+                        tracing::warn!(%error, event_id = %replay.event_id, "replay not scheduled; will retry");
+                        AckKind::Nak(Some(Duration::from_secs(1)))
                     }
-                }
+                },
                 Ok(_) => AckKind::Ack,
                 Err(error) => {
                     tracing::error!(%error, "undecodable replay request; dropped");
@@ -79,7 +49,8 @@ pub async fn run(retries: RetryScheduler, consumer: PullConsumer, shutdown: Canc
             };
             let _ = message.ack_with(kind).await;
         }
-    }
+    })
+    .await;
 }
 
 async fn schedule(

@@ -48,6 +48,82 @@ impl LogPublisher {
     }
 }
 
+/// Hands every message of a durable pull consumer to `handle`, in order, until `shutdown`;
+/// reconnects after errors. Pull requests are short-lived (5 s) so that those of a stopped
+/// process do not linger at the server and swallow redeliveries.
+pub async fn consume<F, Fut>(
+    consumer: &jetstream::consumer::PullConsumer,
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(jetstream::Message) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    while !shutdown.is_cancelled() {
+        let messages = consumer
+            .stream()
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, what, "cannot pull from the log; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = shutdown.cancelled() => return,
+            };
+            match next {
+                Some(Ok(message)) => handle(message).await,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, what, "pull from the log interrupted");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Calls `apply` with every decodable message published on `subject` (a core NATS
+/// subscription: live changes only, no replay) until `shutdown`. Used to keep caches in step
+/// with configuration changes made by other processes; the caches' TTL covers anything missed.
+pub async fn follow(
+    nats: async_nats::Client,
+    subject: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut apply: impl FnMut(LogMessage),
+) {
+    use futures::StreamExt;
+    let mut messages = match nats.subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow configuration changes; relying on the cache TTL");
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(next) = next else { break };
+        if let Ok(message) = LogMessage::decode(&next.payload) {
+            apply(message);
+        }
+    }
+}
+
 /// Creates the streams, or brings their configuration up to date. Idempotent.
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
