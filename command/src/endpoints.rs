@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use herald_delivery::SigningSecret;
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{
-    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage,
+    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage, RateLimit,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,6 +27,43 @@ pub struct CreateEndpoint {
     /// Defaults to true.
     pub enabled: Option<bool>,
     pub description: Option<String>,
+    /// Space deliveries to this endpoint: `{"per_second": 10, "burst": 20}` (burst defaults to
+    /// `per_second`). Excess deliveries wait; they do not fail.
+    pub rate_limit: Option<RateLimitRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRequest {
+    /// 1-10000.
+    pub per_second: u32,
+    /// 1-10000; defaults to `per_second`.
+    pub burst: Option<u32>,
+}
+
+const MAX_RATE: u32 = 10_000;
+
+fn validate_rate_limit(request: Option<RateLimitRequest>) -> Result<Option<RateLimit>, ApiError> {
+    let Some(request) = request else {
+        return Ok(None);
+    };
+    if !(1..=MAX_RATE).contains(&request.per_second) {
+        return Err(ApiError::invalid(
+            "rate_limit.per_second",
+            format!("must be 1-{MAX_RATE}"),
+        ));
+    }
+    let burst = request.burst.unwrap_or(request.per_second);
+    if !(1..=MAX_RATE).contains(&burst) {
+        return Err(ApiError::invalid(
+            "rate_limit.burst",
+            format!("must be 1-{MAX_RATE}"),
+        ));
+    }
+    Ok(Some(RateLimit {
+        per_second: request.per_second,
+        burst,
+    }))
 }
 
 /// An endpoint as created; the secret is shown here so the receiver can verify signatures.
@@ -38,6 +75,8 @@ pub struct EndpointCreatedResponse {
     pub secret: String,
     pub enabled: bool,
     pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub rate_limit: Option<RateLimit>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -67,6 +106,7 @@ pub async fn create_endpoint(
             .map_err(|error| ApiError::invalid("secret", error.to_string()))?,
         None => SigningSecret::generate(),
     };
+    let rate_limit = validate_rate_limit(request.rate_limit)?;
     let description = request.description.filter(|text| !text.trim().is_empty());
     if description
         .as_ref()
@@ -87,12 +127,14 @@ pub async fn create_endpoint(
         event_types,
         enabled: request.enabled.unwrap_or(true),
         description,
+        rate_limit,
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
     sqlx::query(
         "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
-         secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(snapshot.endpoint_id.as_uuid())
     .bind(tenant_id.as_uuid())
@@ -103,6 +145,8 @@ pub async fn create_endpoint(
     .bind(secret.expose())
     .bind(snapshot.created_at)
     .bind(snapshot.updated_at)
+    .bind(rate_limit.map(|limit| limit.per_second as i32))
+    .bind(rate_limit.map(|limit| limit.burst as i32))
     .execute(&state.pool)
     .await?;
     state.routing.invalidate(tenant_id);
@@ -114,6 +158,7 @@ pub async fn create_endpoint(
         secret: secret.expose(),
         enabled: snapshot.enabled,
         description: snapshot.description.clone(),
+        rate_limit,
         created_at: snapshot.created_at,
         updated_at: snapshot.updated_at,
     };

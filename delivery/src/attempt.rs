@@ -7,13 +7,14 @@ use crate::endpoint_breakers::EndpointBreakers;
 use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::{EndpointRegistry, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
+use crate::rate_limit::KeyedBuckets;
 use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::{
     AttemptId, AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened,
-    EndpointId, ErrorClass, EventAccepted, LogMessage, RetryDue,
+    EndpointId, ErrorClass, EventAccepted, LogMessage, RateLimit, RetryDue,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,9 @@ pub enum AttemptError {
     Log(#[from] LogError),
 }
 
+/// Longest a delivery waits in memory for its endpoint's rate limit.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(1);
+
 /// A scheduled delivery this close to its time is attempted rather than queued again.
 const SCHEDULE_SLACK_MS: i64 = 50;
 
@@ -71,6 +75,7 @@ pub struct AttemptRunner {
     pub in_flight: Semaphore,
     pub per_endpoint: EndpointConcurrency,
     pub breakers: EndpointBreakers,
+    pub rate_limits: KeyedBuckets<EndpointId>,
 }
 
 impl AttemptRunner {
@@ -103,6 +108,12 @@ impl AttemptRunner {
                     return self.park(&job, until).await;
                 }
                 let _endpoint_slot = self.per_endpoint.acquire(job.endpoint_id).await;
+                // Pacing comes before the breaker: a probe, once admitted, must be sent.
+                if let Some(limit) = target.rate_limit {
+                    if let Some(due_at) = self.pace(job.endpoint_id, limit).await {
+                        return self.schedule_later(&job, due_at).await;
+                    }
+                }
                 if let Admission::Park { until } = self.breakers.admit(job.endpoint_id, Utc::now())
                 {
                     return self.park(&job, until).await;
@@ -225,6 +236,24 @@ impl AttemptRunner {
         self.conclude(job, report, decision)
             .await
             .map(JobOutcome::Attempted)
+    }
+
+    /// Waits for the endpoint's rate limit to allow one more delivery; a wait longer than a
+    /// second is not spent holding the delivery here: the delivery is re-queued for then
+    /// (returned) instead.
+    async fn pace(&self, endpoint_id: EndpointId, limit: RateLimit) -> Option<DateTime<Utc>> {
+        loop {
+            match self
+                .rate_limits
+                .take(&endpoint_id, f64::from(limit.per_second), limit.burst)
+            {
+                Ok(()) => return None,
+                Err(wait) if wait <= MAX_PACING_WAIT => tokio::time::sleep(wait).await,
+                Err(wait) => {
+                    return Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+                }
+            }
+        }
     }
 
     /// A scheduled delivery that is not due yet waits in the retry queue.

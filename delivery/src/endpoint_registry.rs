@@ -3,7 +3,7 @@
 //! costs one query per TTL, not one per delivery.
 
 use crate::signature::SigningSecret;
-use herald_schemas::EndpointId;
+use herald_schemas::{EndpointId, RateLimit};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +16,17 @@ pub struct EndpointTarget {
     /// The current secret first; during a rotation's grace period also the previous one.
     pub secrets: Vec<SigningSecret>,
     pub enabled: bool,
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    enabled: bool,
+    rate_limit_per_second: Option<i32>,
+    rate_limit_burst: Option<i32>,
 }
 
 /// A lookup result (including "no such endpoint") and when it was made.
@@ -50,17 +61,18 @@ impl EndpointRegistry {
         if let Some(target) = self.cached(endpoint_id) {
             return Ok(target);
         }
-        let row: Option<(String, String, Option<String>, bool)> = sqlx::query_as(
+        let row: Option<EndpointRow> = sqlx::query_as(
             "SELECT url, secret, \
-               CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, enabled \
+               CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous_secret, \
+               enabled, rate_limit_per_second, rate_limit_burst \
              FROM endpoints WHERE endpoint_id = $1",
         )
         .bind(endpoint_id.as_uuid())
         .fetch_optional(&self.pool)
         .await?;
-        let target = row.and_then(|(url, secret, previous, enabled)| {
+        let target = row.and_then(|row| {
             let mut secrets = Vec::with_capacity(2);
-            for text in std::iter::once(secret).chain(previous) {
+            for text in std::iter::once(row.secret).chain(row.previous_secret) {
                 match SigningSecret::parse(&text) {
                     Ok(secret) => secrets.push(secret),
                     Err(error) => {
@@ -70,9 +82,13 @@ impl EndpointRegistry {
             }
             (!secrets.is_empty()).then(|| {
                 Arc::new(EndpointTarget {
-                    url,
+                    url: row.url,
                     secrets,
-                    enabled,
+                    enabled: row.enabled,
+                    rate_limit: row.rate_limit_per_second.map(|per_second| RateLimit {
+                        per_second: per_second.max(1) as u32,
+                        burst: row.rate_limit_burst.unwrap_or(per_second).max(1) as u32,
+                    }),
                 })
             })
         });

@@ -11,6 +11,7 @@ pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
+pub mod rate_limit;
 pub mod replays;
 pub mod retry_policy;
 pub mod retry_queue;
@@ -80,6 +81,7 @@ pub async fn run(
         in_flight: Semaphore::new(config.max_in_flight.max(1)),
         per_endpoint: EndpointConcurrency::new(config.max_in_flight_per_endpoint),
         breakers: EndpointBreakers::new(config.breaker_policy()),
+        rate_limits: Default::default(),
     });
     let events = first_attempts::consumer(
         &log_stream,

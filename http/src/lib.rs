@@ -4,7 +4,6 @@
 pub mod api_key;
 pub mod json_body;
 pub mod problem;
-pub mod rate_limit;
 pub mod tenant_auth;
 
 pub use api_key::{ApiKey, ApiKeyHash};

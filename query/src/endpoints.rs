@@ -22,6 +22,9 @@ pub struct EndpointView {
     /// Why the endpoint was disabled by Herald (e.g. its receiver answered 410 Gone).
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
+    /// `{"per_second", "burst"}` when deliveries are rate limited.
+    #[schema(value_type = Option<Object>)]
+    pub rate_limit: Option<sqlx::types::Json<serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -31,8 +34,9 @@ pub struct EndpointList {
     pub data: Vec<EndpointView>,
 }
 
-const COLUMNS: &str =
-    "endpoint_id, url, event_types, enabled, disabled_reason, description, created_at, updated_at";
+const COLUMNS: &str = "endpoint_id, url, event_types, enabled, disabled_reason, description, \
+     CASE WHEN rate_limit_per_second IS NULL THEN NULL ELSE json_build_object('per_second', \
+       rate_limit_per_second, 'burst', rate_limit_burst) END AS rate_limit, created_at, updated_at";
 
 #[utoipa::path(
     get, path = "/v1/webhook_endpoints", tag = "endpoints",

@@ -1,7 +1,7 @@
 //! What every query route shares.
 
 use axum::extract::FromRef;
-use herald_http::rate_limit::KeyedRateLimit;
+use herald_delivery::rate_limit::KeyedRateLimit;
 use herald_http::TenantAuthenticator;
 use herald_log::LogPublisher;
 use herald_schemas::TenantId;

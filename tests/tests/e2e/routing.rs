@@ -172,3 +172,61 @@ async fn a_delivery_not_made_before_expires_at_is_recorded_as_expired() -> anyho
     assert_eq!(problem["field"], "expires_at");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rate_limited_endpoint_receives_at_its_pace_and_nothing_fails() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("paced").await?;
+    let receiver = Receiver::start().await;
+    let endpoint = api
+        .create_endpoint(
+            &tenant,
+            json!({ "url": receiver.url, "rate_limit": { "per_second": 5, "burst": 1 } }),
+        )
+        .await?;
+    assert_eq!(
+        endpoint.body["rate_limit"],
+        json!({ "per_second": 5, "burst": 1 })
+    );
+    let mut event_ids = Vec::new();
+    for index in 0..6 {
+        event_ids.push(
+            api.send_event(
+                &tenant,
+                json!({ "type": "t", "payload": { "index": index } }),
+            )
+            .await?,
+        );
+    }
+    for event_id in &event_ids {
+        let event = api
+            .wait_for_event_status(&tenant, event_id, "delivered")
+            .await?;
+        assert_eq!(event["deliveries"][0]["attempt_count"], 1);
+    }
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 6);
+    let spread = requests[5].received_at - requests[0].received_at;
+    // Five gaps of 200 ms at 5 per second.
+    assert!(
+        spread >= Duration::from_millis(900),
+        "6 deliveries within {spread:?}"
+    );
+
+    let (_, view) = api
+        .get(
+            &tenant,
+            &format!("/v1/webhook_endpoints/{}", endpoint.endpoint_id),
+        )
+        .await?;
+    assert_eq!(view["rate_limit"], json!({ "per_second": 5, "burst": 1 }));
+    let response = api
+        .http
+        .post(api.url("/v1/webhook_endpoints"))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({ "url": receiver.url, "rate_limit": { "per_second": 0 } }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 422);
+    Ok(())
+}

@@ -1,12 +1,12 @@
 //! A token bucket (`rate` tokens per second, up to `burst` saved), pure over the time it is
-//! given, and a keyed set of them for per-tenant limits at the API edge.
+//! given, and keyed sets of them: per endpoint for deliveries, per tenant for API calls.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
@@ -39,7 +39,46 @@ impl TokenBucket {
     }
 }
 
-/// One bucket per key (e.g. per tenant).
+impl TokenBucket {
+    fn has_limits(&self, rate_per_second: f64, burst: u32) -> bool {
+        self.rate == rate_per_second.max(f64::MIN_POSITIVE) && self.burst == f64::from(burst.max(1))
+    }
+}
+
+/// One bucket per key, each with its own limits (e.g. an endpoint's `rate_limit`); a bucket
+/// whose key's limits changed starts afresh.
+pub struct KeyedBuckets<K> {
+    buckets: Mutex<HashMap<K, TokenBucket>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for KeyedBuckets<K> {
+    fn default() -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> KeyedBuckets<K> {
+    pub fn take(&self, key: &K, rate_per_second: f64, burst: u32) -> Result<(), Duration> {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if buckets.len() > 100_000 {
+            buckets.clear();
+        }
+        let bucket = buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(rate_per_second, burst, now));
+        if !bucket.has_limits(rate_per_second, burst) {
+            *bucket = TokenBucket::new(rate_per_second, burst, now);
+        }
+        bucket.take(now)
+    }
+}
+
+/// One bucket per key (e.g. per tenant), all with the same limits.
 pub struct KeyedRateLimit<K> {
     rate: f64,
     burst: u32,
