@@ -31,9 +31,12 @@ impl EndpointBreakers {
         breakers.get(&endpoint_id)?.parked_until(now)
     }
 
+    /// An endpoint without an entry has a closed breaker: nothing is stored for it.
     pub fn admit(&self, endpoint_id: EndpointId, now: DateTime<Utc>) -> Admission {
         match self.breakers.lock() {
-            Ok(mut breakers) => breakers.entry(endpoint_id).or_default().admit(now),
+            Ok(mut breakers) => breakers
+                .get_mut(&endpoint_id)
+                .map_or(Admission::Send, |breaker| breaker.admit(now)),
             Err(_) => Admission::Send,
         }
     }

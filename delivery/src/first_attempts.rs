@@ -3,7 +3,7 @@
 //! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
 
 use crate::attempt::{AttemptRunner, DeliveryJob};
-use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use herald_schemas::LogMessage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,20 +24,14 @@ pub async fn consumer(
     ack_wait: Duration,
     max_ack_pending: i64,
 ) -> Result<PullConsumer, String> {
-    log_stream
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            pull::Config {
-                durable_name: Some(CONSUMER_NAME.to_owned()),
-                filter_subject: events_filter,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|error| format!("delivery consumer: {error}"))
+    herald_log::durable_consumer(
+        log_stream,
+        CONSUMER_NAME,
+        events_filter,
+        ack_wait,
+        max_ack_pending,
+    )
+    .await
 }
 
 pub async fn run(

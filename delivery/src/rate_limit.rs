@@ -78,37 +78,6 @@ impl<K: Eq + Hash + Clone> KeyedBuckets<K> {
     }
 }
 
-/// One bucket per key (e.g. per tenant), all with the same limits.
-pub struct KeyedRateLimit<K> {
-    rate: f64,
-    burst: u32,
-    buckets: Mutex<HashMap<K, TokenBucket>>,
-}
-
-impl<K: Eq + Hash + Clone> KeyedRateLimit<K> {
-    pub fn new(rate_per_second: f64, burst: u32) -> Self {
-        Self {
-            rate: rate_per_second,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn take(&self, key: &K) -> Result<(), Duration> {
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
-        if buckets.len() > 100_000 {
-            buckets.clear();
-        }
-        buckets
-            .entry(key.clone())
-            .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
-            .take(now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

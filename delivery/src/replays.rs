@@ -2,7 +2,7 @@
 //! to the retry queue, due now, so replays share the retry path (breakers, tiers, records).
 
 use crate::retry_queue::RetryScheduler;
-use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::Utc;
 use herald_schemas::{LogMessage, ReplayRequested, RetryDue};
 use std::time::Duration;
@@ -14,19 +14,15 @@ pub async fn consumer(
     log_stream: &jetstream::stream::Stream,
     replays_filter: String,
 ) -> Result<PullConsumer, String> {
-    log_stream
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            pull::Config {
-                durable_name: Some(CONSUMER_NAME.to_owned()),
-                filter_subject: replays_filter,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|error| format!("replay consumer: {error}"))
+    // 1 000 unacknowledged requests is the server's default; replays are few.
+    herald_log::durable_consumer(
+        log_stream,
+        CONSUMER_NAME,
+        replays_filter,
+        Duration::from_secs(30),
+        1_000,
+    )
+    .await
 }
 
 pub async fn run(retries: RetryScheduler, consumer: PullConsumer, shutdown: CancellationToken) {

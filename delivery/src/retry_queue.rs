@@ -10,7 +10,7 @@
 //! unacknowledged retries come back to another worker after the ack wait.
 
 use crate::attempt::{AttemptRunner, DeliveryJob};
-use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use herald_log::{LogError, LogPublisher};
@@ -102,20 +102,14 @@ impl RetryWorker {
     pub async fn consumer(&self, tier: RetryTier) -> Result<PullConsumer, String> {
         let namespace = self.runner.publisher.namespace();
         let name = format!("retry_{}", tier.name);
-        self.retry_stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: namespace.retry_subject(tier.name),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|error| format!("retry consumer {name}: {error}"))
+        herald_log::durable_consumer(
+            &self.retry_stream,
+            &name,
+            namespace.retry_subject(tier.name),
+            self.ack_wait,
+            10_000,
+        )
+        .await
     }
 
     /// Runs one tier until `shutdown`. Attempts held in memory are tracked by `tracker` and

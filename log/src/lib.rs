@@ -48,6 +48,30 @@ impl LogPublisher {
     }
 }
 
+/// A durable pull consumer with explicit acknowledgements, created if it does not exist.
+pub async fn durable_consumer(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    filter_subject: String,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> Result<jetstream::consumer::PullConsumer, String> {
+    stream
+        .get_or_create_consumer(
+            name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| format!("consumer {name}: {error}"))
+}
+
 /// Hands every message of a durable pull consumer to `handle`, in order, until `shutdown`;
 /// reconnects after errors. Pull requests are short-lived (5 s) so that those of a stopped
 /// process do not linger at the server and swallow redeliveries.

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// Replays allowed per tenant: 10 a second, bursts of 20.
+const REPLAYS_PER_SECOND: f64 = 10.0;
+const REPLAY_BURST: u32 = 20;
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
@@ -56,7 +60,7 @@ pub async fn replay_event(
     };
     state
         .replay_limit
-        .take(&tenant_id)
+        .take(&tenant_id, REPLAYS_PER_SECOND, REPLAY_BURST)
         .map_err(|retry_after| ApiError::RateLimited {
             retry_after,
             what: "replays for this tenant".to_owned(),

@@ -1,7 +1,7 @@
 //! What every query route shares.
 
 use axum::extract::FromRef;
-use herald_delivery::rate_limit::KeyedRateLimit;
+use herald_delivery::rate_limit::KeyedBuckets;
 use herald_http::TenantAuthenticator;
 use herald_log::LogPublisher;
 use herald_schemas::TenantId;
@@ -14,11 +14,11 @@ pub struct QueryState {
     pub authenticator: Arc<TenantAuthenticator>,
     /// Replays are commands: they are appended to the log.
     pub publisher: LogPublisher,
-    pub replay_limit: Arc<KeyedRateLimit<TenantId>>,
+    /// Per-tenant replay buckets (limits in `replay.rs`).
+    pub replay_limit: Arc<KeyedBuckets<TenantId>>,
 }
 
 impl QueryState {
-    /// Replays allowed per tenant: 10 a second, bursts of 20.
     pub fn new(
         pool: PgPool,
         authenticator: Arc<TenantAuthenticator>,
@@ -28,7 +28,7 @@ impl QueryState {
             pool,
             authenticator,
             publisher,
-            replay_limit: Arc::new(KeyedRateLimit::new(10.0, 20)),
+            replay_limit: Arc::default(),
         }
     }
 }
