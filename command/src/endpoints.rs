@@ -10,6 +10,7 @@ use herald_delivery::SigningSecret;
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{
     EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage, RateLimit,
+    RetryPolicyOverride,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -30,6 +31,85 @@ pub struct CreateEndpoint {
     /// Space deliveries to this endpoint: `{"per_second": 10, "burst": 20}` (burst defaults to
     /// `per_second`). Excess deliveries wait; they do not fail.
     pub rate_limit: Option<RateLimitRequest>,
+    /// This endpoint's own retry policy; settings left out keep the service default.
+    pub retry_policy: Option<RetryPolicyRequest>,
+    /// Deliver one event at a time, in the order events were accepted; a delivery being
+    /// retried holds back the ones after it. Defaults to false (full concurrency).
+    pub ordered: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyRequest {
+    /// Attempts in all, the first one included: 1-50.
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry, before jitter: 100 ms to 1 day.
+    pub initial_delay_ms: Option<u64>,
+    /// Growth of each further delay: 1-10.
+    pub multiplier: Option<f64>,
+    /// Longest delay between attempts: 100 ms to 7 days.
+    pub max_delay_ms: Option<u64>,
+    /// How long after acceptance an event may still be attempted: 1 s to 7 days.
+    pub deadline_ms: Option<u64>,
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn validate_retry_policy(
+    request: Option<RetryPolicyRequest>,
+) -> Result<Option<RetryPolicyOverride>, ApiError> {
+    let Some(request) = request else {
+        return Ok(None);
+    };
+    fn within<T: PartialOrd + std::fmt::Display + Copy>(
+        field: &str,
+        value: Option<T>,
+        low: T,
+        high: T,
+        unit: &str,
+    ) -> Result<Option<T>, ApiError> {
+        match value {
+            Some(value) if !(value >= low && value <= high) => Err(ApiError::invalid(
+                format!("retry_policy.{field}"),
+                format!("must be {low}-{high}{unit}"),
+            )),
+            _ => Ok(value),
+        }
+    }
+    let policy = RetryPolicyOverride {
+        max_attempts: within("max_attempts", request.max_attempts, 1, 50, "")?,
+        initial_delay_ms: within(
+            "initial_delay_ms",
+            request.initial_delay_ms,
+            100,
+            DAY_MS,
+            " milliseconds",
+        )?,
+        multiplier: within("multiplier", request.multiplier, 1.0, 10.0, "")?,
+        max_delay_ms: within(
+            "max_delay_ms",
+            request.max_delay_ms,
+            100,
+            7 * DAY_MS,
+            " milliseconds",
+        )?,
+        deadline_ms: within(
+            "deadline_ms",
+            request.deadline_ms,
+            1_000,
+            7 * DAY_MS,
+            " milliseconds",
+        )?,
+    };
+    if let (Some(initial), Some(max)) = (policy.initial_delay_ms, policy.max_delay_ms) {
+        if max < initial {
+            return Err(ApiError::invalid(
+                "retry_policy.max_delay_ms",
+                "must not be shorter than initial_delay_ms",
+            ));
+        }
+    }
+    Ok((policy != RetryPolicyOverride::default()).then_some(policy))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,6 +157,9 @@ pub struct EndpointCreatedResponse {
     pub description: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub rate_limit: Option<RateLimit>,
+    #[schema(value_type = Option<Object>)]
+    pub retry_policy: Option<RetryPolicyOverride>,
+    pub ordered: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -107,6 +190,7 @@ pub async fn create_endpoint(
         None => SigningSecret::generate(),
     };
     let rate_limit = validate_rate_limit(request.rate_limit)?;
+    let retry_policy = validate_retry_policy(request.retry_policy)?;
     let description = request.description.filter(|text| !text.trim().is_empty());
     if description
         .as_ref()
@@ -128,13 +212,16 @@ pub async fn create_endpoint(
         enabled: request.enabled.unwrap_or(true),
         description,
         rate_limit,
+        retry_policy,
+        ordered: request.ordered.unwrap_or(false),
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
     sqlx::query(
         "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
-         secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst, retry_policy, \
+         ordered) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(snapshot.endpoint_id.as_uuid())
     .bind(tenant_id.as_uuid())
@@ -147,6 +234,8 @@ pub async fn create_endpoint(
     .bind(snapshot.updated_at)
     .bind(rate_limit.map(|limit| limit.per_second as i32))
     .bind(rate_limit.map(|limit| limit.burst as i32))
+    .bind(retry_policy.map(sqlx::types::Json))
+    .bind(snapshot.ordered)
     .execute(&state.pool)
     .await?;
     state.routing.invalidate(tenant_id);
@@ -159,6 +248,8 @@ pub async fn create_endpoint(
         enabled: snapshot.enabled,
         description: snapshot.description.clone(),
         rate_limit,
+        retry_policy,
+        ordered: snapshot.ordered,
         created_at: snapshot.created_at,
         updated_at: snapshot.updated_at,
     };

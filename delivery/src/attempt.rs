@@ -8,6 +8,7 @@ use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::{EndpointRegistry, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
 use crate::rate_limit::KeyedBuckets;
+use crate::retry_budget::RetryBudget;
 use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
@@ -16,6 +17,7 @@ use herald_schemas::{
     AttemptId, AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened,
     EndpointId, ErrorClass, EventAccepted, LogMessage, RateLimit, RetryDue,
 };
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -28,6 +30,9 @@ pub struct DeliveryJob {
     pub endpoint_id: EndpointId,
     pub attempt_number: u32,
     pub scheduled_at: DateTime<Utc>,
+    /// Run by an ordered endpoint's lane: waits and retries are handed back to the lane
+    /// rather than put in the retry queue, so that nothing overtakes this delivery.
+    pub in_lane: bool,
 }
 
 impl DeliveryJob {
@@ -41,6 +46,12 @@ impl DeliveryJob {
             attempt_number,
             due_at,
         }
+    }
+
+    /// Retries are charged to the retry budget; first attempts (also when scheduled or paced)
+    /// and ordered lanes, which hold one delivery per endpoint at most, are not.
+    fn charged_to_retry_budget(&self) -> bool {
+        self.attempt_number > 1 && !self.in_lane
     }
 }
 
@@ -61,9 +72,16 @@ const SCHEDULE_SLACK_MS: i64 = 50;
 /// What became of a delivery job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
-    Attempted(AttemptOutcome),
-    /// Put back in the retry queue without an attempt (circuit breaker open).
-    Parked,
+    Attempted {
+        outcome: AttemptOutcome,
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// Not attempted yet: due again at `until` with the same attempt number (scheduled,
+    /// rate limited, circuit breaker open, over the retry budget). Outside a lane the retry
+    /// queue already holds it.
+    Deferred { until: DateTime<Utc> },
+    /// The endpoint is ordered: its lane makes this delivery.
+    LeftToLane,
 }
 
 pub struct AttemptRunner {
@@ -73,6 +91,9 @@ pub struct AttemptRunner {
     pub retries: RetryScheduler,
     pub policy: RetryPolicy,
     pub in_flight: Semaphore,
+    /// Retries may hold only part of `in_flight`, so first attempts always find room.
+    pub retry_in_flight: Semaphore,
+    pub retry_budget: RetryBudget,
     pub per_endpoint: EndpointConcurrency,
     pub breakers: EndpointBreakers,
     pub rate_limits: KeyedBuckets<EndpointId>,
@@ -92,32 +113,58 @@ impl AttemptRunner {
     }
 
     async fn run_inner(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+        let endpoint = self.endpoints.get(job.endpoint_id).await?;
+        // Replays (attempt numbers above 1) of an ordered endpoint's deliveries are sent
+        // outside its order: they repeat something the lane already finished.
+        if !job.in_lane && job.attempt_number == 1 && endpoint.as_ref().is_some_and(|t| t.ordered) {
+            return Ok(JobOutcome::LeftToLane);
+        }
+        let policy = match endpoint.as_ref().and_then(|target| target.retry_policy) {
+            Some(own) => Cow::Owned(self.policy.with_override(&own)),
+            None => Cow::Borrowed(&self.policy),
+        };
         let now = Utc::now();
         if let Some(expires_at) = job.event.expires_at.filter(|expires_at| now >= *expires_at) {
             return self.expire(&job, expires_at).await;
         }
         if let Some(after) = job.event.deliver_after {
             if after - now > chrono::Duration::milliseconds(SCHEDULE_SLACK_MS) {
-                return self.schedule_later(&job, after).await;
+                return self.defer(&job, after).await;
             }
         }
-        let endpoint = self.endpoints.get(job.endpoint_id).await?;
         let report = match endpoint.as_deref() {
             Some(target) if target.enabled => {
                 if let Some(until) = self.breakers.parked_until(job.endpoint_id, Utc::now()) {
-                    return self.park(&job, until).await;
+                    return self
+                        .park(&job, &policy, until, ErrorClass::CircuitOpen)
+                        .await;
+                }
+                if job.charged_to_retry_budget() {
+                    if let Err(wait) = self.retry_budget.take() {
+                        let until =
+                            Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        return self
+                            .park(&job, &policy, until, ErrorClass::RetryBudget)
+                            .await;
+                    }
                 }
                 let _endpoint_slot = self.per_endpoint.acquire(job.endpoint_id).await;
                 // Pacing comes before the breaker: a probe, once admitted, must be sent.
                 if let Some(limit) = target.rate_limit {
                     if let Some(due_at) = self.pace(job.endpoint_id, limit).await {
-                        return self.schedule_later(&job, due_at).await;
+                        return self.defer(&job, due_at).await;
                     }
                 }
                 if let Admission::Park { until } = self.breakers.admit(job.endpoint_id, Utc::now())
                 {
-                    return self.park(&job, until).await;
+                    return self
+                        .park(&job, &policy, until, ErrorClass::CircuitOpen)
+                        .await;
                 }
+                let _retry_permit = match job.attempt_number > 1 {
+                    true => Some(self.retry_in_flight.acquire().await),
+                    false => None,
+                };
                 let _permit = self.in_flight.acquire().await;
                 let report = self
                     .sender
@@ -140,16 +187,16 @@ impl AttemptRunner {
             }
             _ => endpoint_unavailable(),
         };
-        let decision = self.policy.decide(
-            job.attempt_number,
-            job.event.accepted_at,
-            report.finished_at,
-            report.result,
-            rand::random(),
-        );
-        self.conclude(&job, report, decision)
-            .await
-            .map(JobOutcome::Attempted)
+        let decision = policy
+            .decide(
+                job.attempt_number,
+                job.event.accepted_at,
+                report.finished_at,
+                report.result,
+                rand::random(),
+            )
+            .within_expiry(job.event.expires_at);
+        self.conclude(&job, report, decision).await
     }
 
     /// Records an attempt (and schedules its retry) in the log.
@@ -158,7 +205,7 @@ impl AttemptRunner {
         job: &DeliveryJob,
         report: SendReport,
         decision: Decision,
-    ) -> Result<AttemptOutcome, AttemptError> {
+    ) -> Result<JobOutcome, AttemptError> {
         let error_class = match report.result {
             AttemptResult::Succeeded => None,
             AttemptResult::Retryable { class, .. } | AttemptResult::Final { class } => Some(class),
@@ -193,17 +240,20 @@ impl AttemptRunner {
         let message = LogMessage::AttemptRecorded(record);
         let recorded = self.publisher.publish(subject, &message);
         match decision.next_attempt_at {
-            Some(due_at) => {
+            Some(due_at) if !job.in_lane => {
                 let retry = job.retry(job.attempt_number + 1, due_at);
                 let (recorded, scheduled) = tokio::join!(recorded, self.retries.schedule(&retry));
                 recorded?;
                 scheduled?;
             }
-            None => {
+            _ => {
                 recorded.await?;
             }
         }
-        Ok(decision.outcome)
+        Ok(JobOutcome::Attempted {
+            outcome: decision.outcome,
+            next_attempt_at: decision.next_attempt_at,
+        })
     }
 }
 
@@ -233,9 +283,7 @@ impl AttemptRunner {
             outcome: AttemptOutcome::Expired,
             next_attempt_at: None,
         };
-        self.conclude(job, report, decision)
-            .await
-            .map(JobOutcome::Attempted)
+        self.conclude(job, report, decision).await
     }
 
     /// Waits for the endpoint's rate limit to allow one more delivery; a wait longer than a
@@ -256,37 +304,52 @@ impl AttemptRunner {
         }
     }
 
-    /// A scheduled delivery that is not due yet waits in the retry queue.
-    async fn schedule_later(
-        &self,
-        job: &DeliveryJob,
-        due_at: DateTime<Utc>,
-    ) -> Result<JobOutcome, AttemptError> {
-        self.retries
-            .schedule(&job.retry(job.attempt_number, due_at))
-            .await?;
-        Ok(JobOutcome::Parked)
-    }
-
-    /// The breaker is open: the delivery waits in the retry queue until it may be tried,
-    /// without counting as an attempt, unless that is past its deadline.
-    async fn park(
+    /// The delivery is not attempted now but at `until`, with the same attempt number: in the
+    /// retry queue, or in its lane.
+    async fn defer(
         &self,
         job: &DeliveryJob,
         until: DateTime<Utc>,
     ) -> Result<JobOutcome, AttemptError> {
-        let due_at = until + chrono::Duration::milliseconds(rand::random::<u16>() as i64 % 500);
-        let deadline = job.event.accepted_at
-            + chrono::Duration::from_std(self.policy.deadline).unwrap_or_default();
+        if !job.in_lane {
+            self.retries
+                .schedule(&job.retry(job.attempt_number, until))
+                .await?;
+        }
+        Ok(JobOutcome::Deferred { until })
+    }
+
+    /// The delivery must wait until `until` without being attempted (circuit breaker open,
+    /// retry budget spent); its deadline still runs, and a wait past it dead-letters it.
+    async fn park(
+        &self,
+        job: &DeliveryJob,
+        policy: &RetryPolicy,
+        until: DateTime<Utc>,
+        reason: ErrorClass,
+    ) -> Result<JobOutcome, AttemptError> {
+        let due_at = match reason {
+            // Spread the endpoint's parked deliveries over half a second after it reopens.
+            ErrorClass::CircuitOpen => {
+                until + chrono::Duration::milliseconds(rand::random::<u16>() as i64 % 500)
+            }
+            _ => until,
+        };
+        let deadline =
+            job.event.accepted_at + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
         if due_at > deadline {
             let now = Utc::now();
             let report = SendReport {
-                result: AttemptResult::Final {
-                    class: ErrorClass::CircuitOpen,
-                },
+                result: AttemptResult::Final { class: reason },
                 http_status: None,
                 error_message: Some(
-                    "the deadline passed while the endpoint's circuit breaker was open".to_owned(),
+                    match reason {
+                        ErrorClass::CircuitOpen => {
+                            "the deadline passed while the endpoint's circuit breaker was open"
+                        }
+                        _ => "the deadline passed while the retry budget was spent",
+                    }
+                    .to_owned(),
                 ),
                 started_at: now,
                 finished_at: now,
@@ -297,16 +360,10 @@ impl AttemptRunner {
                 outcome: AttemptOutcome::DeadLettered,
                 next_attempt_at: None,
             };
-            return self
-                .conclude(job, report, decision)
-                .await
-                .map(JobOutcome::Attempted);
+            return self.conclude(job, report, decision).await;
         }
-        self.retries
-            .schedule(&job.retry(job.attempt_number, due_at))
-            .await?;
-        tracing::debug!(%due_at, "parked: circuit breaker open");
-        Ok(JobOutcome::Parked)
+        tracing::debug!(%due_at, reason = reason.as_str(), "parked");
+        self.defer(job, due_at).await
     }
 
     /// Tells every worker (and subscribers) that this endpoint's breaker changed.

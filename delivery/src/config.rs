@@ -34,6 +34,9 @@ pub struct DeliveryConfig {
     pub retry_multiplier: f64,
     pub retry_max_delay_ms: u64,
     pub retry_deadline_ms: u64,
+    /// Retry attempts this process makes a minute at most (0: no limit); retries over it wait
+    /// for a later slot. First attempts are never held back by it.
+    pub retry_budget_per_minute: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +61,7 @@ impl Default for DeliveryConfig {
             retry_multiplier: retry.multiplier,
             retry_max_delay_ms: retry.max_delay.as_millis() as u64,
             retry_deadline_ms: retry.deadline.as_millis() as u64,
+            retry_budget_per_minute: 120_000,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! costs one query per TTL, not one per delivery.
 
 use crate::signature::SigningSecret;
-use herald_schemas::{EndpointId, RateLimit};
+use herald_schemas::{EndpointId, RateLimit, RetryPolicyOverride};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +17,9 @@ pub struct EndpointTarget {
     pub secrets: Vec<SigningSecret>,
     pub enabled: bool,
     pub rate_limit: Option<RateLimit>,
+    pub retry_policy: Option<RetryPolicyOverride>,
+    /// Delivered by an ordered lane, one event at a time.
+    pub ordered: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -27,6 +30,8 @@ struct EndpointRow {
     enabled: bool,
     rate_limit_per_second: Option<i32>,
     rate_limit_burst: Option<i32>,
+    retry_policy: Option<sqlx::types::Json<RetryPolicyOverride>>,
+    ordered: bool,
 }
 
 /// A lookup result (including "no such endpoint") and when it was made.
@@ -64,7 +69,7 @@ impl EndpointRegistry {
         let row: Option<EndpointRow> = sqlx::query_as(
             "SELECT url, secret, \
                CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous_secret, \
-               enabled, rate_limit_per_second, rate_limit_burst \
+               enabled, rate_limit_per_second, rate_limit_burst, retry_policy, ordered \
              FROM endpoints WHERE endpoint_id = $1",
         )
         .bind(endpoint_id.as_uuid())
@@ -89,6 +94,8 @@ impl EndpointRegistry {
                         per_second: per_second.max(1) as u32,
                         burst: row.rate_limit_burst.unwrap_or(per_second).max(1) as u32,
                     }),
+                    retry_policy: row.retry_policy.map(|policy| policy.0),
+                    ordered: row.ordered,
                 })
             })
         });

@@ -81,6 +81,7 @@ async fn deliver_event(
             endpoint_id,
             attempt_number: 1,
             scheduled_at: event.accepted_at,
+            in_lane: false,
         })
     });
     tokio::select! {

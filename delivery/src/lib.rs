@@ -11,8 +11,10 @@ pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
+pub mod ordered_lanes;
 pub mod rate_limit;
 pub mod replays;
+pub mod retry_budget;
 pub mod retry_policy;
 pub mod retry_queue;
 pub mod signature;
@@ -27,6 +29,8 @@ use crate::endpoint_breakers::EndpointBreakers;
 use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::EndpointRegistry;
 use crate::http_sender::{HttpSender, Timeouts};
+use crate::ordered_lanes::OrderedLanes;
+use crate::retry_budget::RetryBudget;
 use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
 use async_nats::jetstream;
 use herald_log::LogPublisher;
@@ -74,11 +78,16 @@ pub async fn run(
 
     let runner = Arc::new(AttemptRunner {
         sender,
-        endpoints: EndpointRegistry::new(pool, Duration::from_millis(config.endpoint_cache_ttl_ms)),
+        endpoints: EndpointRegistry::new(
+            pool.clone(),
+            Duration::from_millis(config.endpoint_cache_ttl_ms),
+        ),
         retries: RetryScheduler::new(publisher.clone()),
         publisher,
         policy: config.retry_policy(),
         in_flight: Semaphore::new(config.max_in_flight.max(1)),
+        retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
+        retry_budget: RetryBudget::new(config.retry_budget_per_minute),
         per_endpoint: EndpointConcurrency::new(config.max_in_flight_per_endpoint),
         breakers: EndpointBreakers::new(config.breaker_policy()),
         rate_limits: Default::default(),
@@ -94,6 +103,12 @@ pub async fn run(
     let replay_requests = replays::consumer(&log_stream, namespace.replays_filter())
         .await
         .map_err(DeliveryError::Log)?;
+    let lanes = Arc::new(OrderedLanes::new(
+        runner.clone(),
+        pool,
+        log_stream.clone(),
+        namespace.clone(),
+    ));
     let retry_worker = Arc::new(RetryWorker {
         runner: runner.clone(),
         log_stream,
@@ -129,8 +144,11 @@ pub async fn run(
         replay_requests,
         shutdown.clone(),
     )));
+    // In the tracker: on shutdown, lanes finish their attempt within the grace period.
+    tracker.spawn(lanes.clone().run(shutdown.clone(), hard_stop.clone()));
     loops.push(tokio::spawn(follow_config_changes(
         runner.clone(),
+        lanes,
         jetstream.client(),
         namespace.config_filter(),
         shutdown.clone(),
@@ -156,6 +174,7 @@ pub async fn run(
 /// breaker changes between workers.
 async fn follow_config_changes(
     runner: Arc<AttemptRunner>,
+    lanes: Arc<OrderedLanes>,
     nats: async_nats::Client,
     subject: String,
     shutdown: CancellationToken,
@@ -166,6 +185,9 @@ async fn follow_config_changes(
             .opened_elsewhere(opened.endpoint_id, opened.until),
         LogMessage::EndpointCircuitClosed(closed) => {
             runner.breakers.closed_elsewhere(closed.endpoint_id)
+        }
+        LogMessage::EndpointCreated(created) if created.endpoint.ordered => {
+            lanes.endpoints_changed.notify_one()
         }
         _ => {
             if let Some((_, endpoint_id)) = message.changed_endpoint() {

@@ -3,7 +3,7 @@
 //! Everything with I/O (sending, scheduling, publishing) lives around it.
 
 use chrono::{DateTime, Utc};
-use herald_schemas::{AttemptOutcome, ErrorClass};
+use herald_schemas::{AttemptOutcome, ErrorClass, RetryPolicyOverride};
 use std::time::Duration;
 
 /// Exponential backoff with jitter, bounded by a number of attempts and a deadline counted
@@ -54,6 +54,22 @@ pub struct Decision {
 }
 
 impl RetryPolicy {
+    /// This policy with an endpoint's own settings in place of the ones it overrides.
+    pub fn with_override(&self, endpoint: &RetryPolicyOverride) -> RetryPolicy {
+        let millis = |value: Option<u64>, default: Duration| {
+            value.map(Duration::from_millis).unwrap_or(default)
+        };
+        let initial_delay = millis(endpoint.initial_delay_ms, self.initial_delay);
+        RetryPolicy {
+            max_attempts: endpoint.max_attempts.unwrap_or(self.max_attempts).max(1),
+            initial_delay,
+            multiplier: endpoint.multiplier.unwrap_or(self.multiplier),
+            // An endpoint asking for a long first delay gets it even if the default cap is lower.
+            max_delay: millis(endpoint.max_delay_ms, self.max_delay).max(initial_delay),
+            deadline: millis(endpoint.deadline_ms, self.deadline),
+        }
+    }
+
     /// Decides after attempt number `attempt_number` (1-based) finished at `now`.
     /// `jitter` in `[0, 1)` spreads retries of many deliveries that failed together.
     pub fn decide(
@@ -142,6 +158,25 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_override_replaces_only_what_it_sets() {
+        let default = RetryPolicy::default();
+        assert_eq!(
+            default.with_override(&RetryPolicyOverride::default()),
+            default
+        );
+        let policy = default.with_override(&RetryPolicyOverride {
+            max_attempts: Some(3),
+            initial_delay_ms: Some(10 * 3600 * 1000),
+            ..Default::default()
+        });
+        assert_eq!(policy.max_attempts, 3);
+        assert_eq!(policy.initial_delay, Duration::from_secs(10 * 3600));
+        assert_eq!(policy.max_delay, policy.initial_delay);
+        assert_eq!(policy.multiplier, default.multiplier);
+        assert_eq!(policy.deadline, default.deadline);
+    }
+
+    #[test]
     fn success_and_final_failures_end_the_delivery() {
         let policy = RetryPolicy::default();
         let now = Utc::now();
@@ -208,6 +243,35 @@ mod tests {
                 }
                 AttemptOutcome::DeadLettered => prop_assert!(decision.next_attempt_at.is_none()),
                 other => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        #[test]
+        fn any_endpoint_policy_keeps_retries_within_its_bounds(
+            max_attempts in 1u32..50,
+            initial_delay_ms in 100u64..86_400_000,
+            multiplier in 1.0f64..10.0,
+            max_delay_ms in 100u64..604_800_000,
+            deadline_ms in 1_000u64..604_800_000,
+            attempt in 1u32..60, jitter in 0.0f64..1.0, age_ms in 0i64..700_000_000,
+        ) {
+            let policy = RetryPolicy::default().with_override(&RetryPolicyOverride {
+                max_attempts: Some(max_attempts),
+                initial_delay_ms: Some(initial_delay_ms),
+                multiplier: Some(multiplier),
+                max_delay_ms: Some(max_delay_ms),
+                deadline_ms: Some(deadline_ms),
+            });
+            let now = Utc::now();
+            let accepted_at = now - chrono::Duration::milliseconds(age_ms);
+            let decision = policy.decide(attempt, accepted_at, now, retryable(), jitter);
+            if let Some(next) = decision.next_attempt_at {
+                prop_assert!(attempt < max_attempts);
+                prop_assert!(next > now);
+                prop_assert!(next - now <= chrono::Duration::milliseconds(max_delay_ms.max(initial_delay_ms) as i64));
+                prop_assert!(next <= accepted_at + chrono::Duration::milliseconds(deadline_ms as i64));
+            } else {
+                prop_assert_eq!(decision.outcome, AttemptOutcome::DeadLettered);
             }
         }
 

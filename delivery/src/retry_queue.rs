@@ -236,6 +236,7 @@ impl RetryWorker {
             endpoint_id: retry.endpoint_id,
             attempt_number: retry.attempt_number,
             scheduled_at: retry.due_at,
+            in_lane: false,
         };
         match self.runner.run(job).await {
             Ok(_) => true,

@@ -119,3 +119,41 @@ async fn sigterm_hands_in_flight_work_back_without_waiting_for_the_ack_timeout(
     assert!(took < Duration::from_secs(20), "redelivery took {took:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ordered_lane_survives_sigkill_and_keeps_its_order() -> anyhow::Result<()> {
+    // The first delivery fails and waits four seconds for its retry: the process is killed
+    // while the lane's head is waiting.
+    let mut herald = HeraldProcess::start(
+        HERALD,
+        &[
+            ("HERALD_RETRY_INITIAL_DELAY_MS", "4000"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .await?;
+    let api = Api::with(herald.herald.clone());
+    let tenant = api.create_tenant("ordered-crash").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([herald_tests::receiver::Reply::status(503)]);
+    api.create_endpoint(&tenant, json!({ "url": receiver.url, "ordered": true }))
+        .await?;
+    let event_ids = send_events(&api, &tenant, 10).await?;
+    wait_until(Duration::from_secs(20), "the first attempt", || async {
+        (receiver.count() >= 1).then_some(())
+    })
+    .await?;
+    herald.kill()?;
+    assert_eq!(receiver.count(), 1, "the lane went past a failed delivery");
+
+    herald.launch().await?;
+    all_delivered(&api, &tenant, &event_ids, Duration::from_secs(40)).await?;
+    let indices: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .map(|request| request.json()["data"]["index"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(indices, [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(receiver.max_in_flight(), 1);
+    Ok(())
+}

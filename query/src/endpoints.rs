@@ -25,6 +25,12 @@ pub struct EndpointView {
     /// `{"per_second", "burst"}` when deliveries are rate limited.
     #[schema(value_type = Option<Object>)]
     pub rate_limit: Option<sqlx::types::Json<serde_json::Value>>,
+    /// The endpoint's own retry settings (`max_attempts`, `initial_delay_ms`, `multiplier`,
+    /// `max_delay_ms`, `deadline_ms`); settings not shown keep the service default.
+    #[schema(value_type = Option<Object>)]
+    pub retry_policy: Option<sqlx::types::Json<serde_json::Value>>,
+    /// Deliveries are made one at a time in ingest order.
+    pub ordered: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,7 +42,7 @@ pub struct EndpointList {
 
 const COLUMNS: &str = "endpoint_id, url, event_types, enabled, disabled_reason, description, \
      CASE WHEN rate_limit_per_second IS NULL THEN NULL ELSE json_build_object('per_second', \
-       rate_limit_per_second, 'burst', rate_limit_burst) END AS rate_limit, created_at, updated_at";
+       rate_limit_per_second, 'burst', rate_limit_burst) END AS rate_limit, retry_policy, ordered, created_at, updated_at";
 
 #[utoipa::path(
     get, path = "/v1/webhook_endpoints", tag = "endpoints",

@@ -1,6 +1,7 @@
 //! Herald's query service: the read API over the Postgres read models (events, deliveries,
 //! attempt history, endpoints), described by OpenAPI.
 
+pub mod bulk_replay;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
@@ -18,6 +19,7 @@ use axum::Router;
     events::get_event,
     replay::replay_event,
     deliveries::list_deliveries,
+    bulk_replay::replay_deliveries,
     endpoints::list_endpoints,
     endpoints::get_endpoint
 ))]
@@ -28,6 +30,10 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/events/{event_id}", get(events::get_event))
         .route("/v1/events/{event_id}/replay", post(replay::replay_event))
         .route("/v1/deliveries", get(deliveries::list_deliveries))
+        .route(
+            "/v1/deliveries/replay",
+            post(bulk_replay::replay_deliveries),
+        )
         .route("/v1/webhook_endpoints", get(endpoints::list_endpoints))
         .route(
             "/v1/webhook_endpoints/{endpoint_id}",

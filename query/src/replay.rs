@@ -16,9 +16,23 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Replays allowed per tenant: 10 a second, bursts of 20.
+/// Replay requests (single or bulk) allowed per tenant: 10 a second, bursts of 20.
 const REPLAYS_PER_SECOND: f64 = 10.0;
 const REPLAY_BURST: u32 = 20;
+
+/// Counts one replay request against the tenant's allowance, or says when to come back.
+pub(crate) fn take_replay_allowance(
+    state: &QueryState,
+    tenant_id: herald_schemas::TenantId,
+) -> Result<(), ApiError> {
+    state
+        .replay_limit
+        .take(&tenant_id, REPLAYS_PER_SECOND, REPLAY_BURST)
+        .map_err(|retry_after| ApiError::RateLimited {
+            retry_after,
+            what: "replays for this tenant".to_owned(),
+        })
+}
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,13 +72,7 @@ pub async fn replay_event(
     } else {
         herald_http::json_body::parse(&body)?
     };
-    state
-        .replay_limit
-        .take(&tenant_id, REPLAYS_PER_SECOND, REPLAY_BURST)
-        .map_err(|retry_after| ApiError::RateLimited {
-            retry_after,
-            what: "replays for this tenant".to_owned(),
-        })?;
+    take_replay_allowance(&state, tenant_id)?;
     let not_found =
         || ApiError::NotFound(format!("event {event_id} does not exist for this tenant"));
     let event_sequence: i64 = sqlx::query_scalar(

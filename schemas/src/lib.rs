@@ -16,6 +16,6 @@ pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
     AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
     EndpointDisabled, EndpointSecretRotated, EndpointSnapshot, ErrorClass, EventAccepted,
-    RateLimit, ReplayRequested, ReplayedDelivery, RetryDue, TenantCreated,
+    RateLimit, ReplayRequested, ReplayedDelivery, RetryDue, RetryPolicyOverride, TenantCreated,
 };
 pub use subjects::Namespace;

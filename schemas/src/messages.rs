@@ -95,6 +95,8 @@ pub enum ErrorClass {
     EndpointUnavailable,
     /// The delivery's deadline passed while the endpoint's circuit breaker kept it parked.
     CircuitOpen,
+    /// The delivery's deadline passed while the global retry budget kept it waiting.
+    RetryBudget,
     /// The event's `expires_at` passed before the delivery was made.
     Expired,
 }
@@ -113,6 +115,7 @@ impl ErrorClass {
             Self::TargetRefused => "target_refused",
             Self::EndpointUnavailable => "endpoint_unavailable",
             Self::CircuitOpen => "circuit_open",
+            Self::RetryBudget => "retry_budget",
             Self::Expired => "expired",
         }
     }
@@ -192,8 +195,35 @@ pub struct EndpointSnapshot {
     /// Deliveries to this endpoint are spaced to stay within this rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Retry policy settings that differ from the service's default for this endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicyOverride>,
+    /// Deliveries are made one at a time, in the order the events were accepted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An endpoint's own retry policy: every field set here replaces the service default; fields
+/// left out keep it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RetryPolicyOverride {
+    /// Attempts in all, the first one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry (before jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_ms: Option<u64>,
+    /// Factor by which each further delay grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
+    /// Longest delay between two attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u64>,
+    /// How long after the event was accepted it may still be attempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// A token bucket: `per_second` deliveries a second on average, bursts of up to `burst`.

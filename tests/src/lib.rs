@@ -41,6 +41,12 @@ pub fn herald() -> &'static TestHerald {
 }
 
 fn start() -> Result<TestHerald> {
+    start_with(|_| {})
+}
+
+/// Starts a Herald of its own for this test process, configured like the shared one and
+/// then by `configure`.
+pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHerald> {
     let run_id = format!("t{:08x}", rand_u32());
     let defaults = StackConfig::default();
     let server_database_url = env_or("HERALD_DATABASE_URL", &defaults.database_url);
@@ -73,6 +79,7 @@ fn start() -> Result<TestHerald> {
     config.delivery.breaker_failure_threshold = 3;
     config.delivery.breaker_open_ms = 1_000;
     config.projector.clickhouse_flush_ms = 200;
+    configure(&mut config);
 
     let (address_sender, address_receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()

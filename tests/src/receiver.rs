@@ -15,6 +15,8 @@ pub struct ReceivedRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub received_at: Instant,
+    /// The status this request was answered with.
+    pub answered_status: u16,
 }
 
 impl ReceivedRequest {
@@ -54,6 +56,9 @@ struct Recorded {
     delay: std::time::Duration,
     /// Requests whose answer has been sent (or is being sent).
     answered: usize,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -109,6 +114,11 @@ impl Receiver {
         self.recorded.lock().expect("lock").answered
     }
 
+    /// The most requests this receiver was answering at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.recorded.lock().expect("lock").max_in_flight
+    }
+
     pub fn count(&self) -> usize {
         self.recorded.lock().expect("lock").requests.len()
     }
@@ -121,18 +131,25 @@ async fn receive(
 ) -> Response {
     let (reply, delay) = {
         let mut recorded = recorded.lock().expect("lock");
+        let reply = recorded.script.pop_front().unwrap_or(Reply::status(200));
         recorded.requests.push(ReceivedRequest {
             headers,
             body,
             received_at: Instant::now(),
+            answered_status: reply.status,
         });
-        let reply = recorded.script.pop_front().unwrap_or(Reply::status(200));
+        recorded.in_flight += 1;
+        recorded.max_in_flight = recorded.max_in_flight.max(recorded.in_flight);
         (reply, recorded.delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    recorded.lock().expect("lock").answered += 1;
+    {
+        let mut recorded = recorded.lock().expect("lock");
+        recorded.answered += 1;
+        recorded.in_flight -= 1;
+    }
     let mut response = StatusCode::from_u16(reply.status)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         .into_response();

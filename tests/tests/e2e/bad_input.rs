@@ -154,3 +154,37 @@ async fn malformed_invalid_and_oversized_requests_change_nothing() -> anyhow::Re
     assert_eq!(problem_body["field"], "limit");
     Ok(())
 }
+
+#[tokio::test]
+async fn endpoint_retry_policies_out_of_bounds_are_refused_by_field() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("bad-policy").await?;
+    for (policy, field) in [
+        (json!({ "max_attempts": 0 }), "retry_policy.max_attempts"),
+        (
+            json!({ "initial_delay_ms": 5 }),
+            "retry_policy.initial_delay_ms",
+        ),
+        (json!({ "multiplier": 0.5 }), "retry_policy.multiplier"),
+        (
+            json!({ "initial_delay_ms": 5000, "max_delay_ms": 1000 }),
+            "retry_policy.max_delay_ms",
+        ),
+        (
+            json!({ "deadline_ms": 999_999_999_999u64 }),
+            "retry_policy.deadline_ms",
+        ),
+    ] {
+        let response = api
+            .http
+            .post(api.url("/v1/webhook_endpoints"))
+            .bearer_auth(&tenant.api_key)
+            .json(&json!({ "url": "http://127.0.0.1:9/hook", "retry_policy": policy }))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 422, "{policy}");
+        let problem: serde_json::Value = response.json().await?;
+        assert!(problem.to_string().contains(field), "{field}: {problem}");
+    }
+    Ok(())
+}

@@ -182,6 +182,7 @@ async fn openapi_describes_every_route() -> anyhow::Result<()> {
         ("/v1/events/{event_id}/replay", "post"),
         ("/v1/webhook_endpoints/{endpoint_id}/secret/rotate", "post"),
         ("/v1/deliveries", "get"),
+        ("/v1/deliveries/replay", "post"),
         ("/healthz", "get"),
     ] {
         assert!(

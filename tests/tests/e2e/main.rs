@@ -6,5 +6,6 @@ mod breaker;
 mod delivery_path;
 mod idempotency;
 mod isolation;
+mod ordering;
 mod retries;
 mod routing;

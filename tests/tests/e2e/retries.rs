@@ -181,3 +181,132 @@ async fn a_failed_delivery_can_be_replayed() -> anyhow::Result<()> {
     assert_eq!(receiver.count(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_endpoint_can_have_its_own_retry_policy() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("own-policy").await?;
+    let receiver = Receiver::start().await;
+    receiver.script((0..10).map(|_| Reply::status(500)));
+    // The service default here is 4 attempts starting at 300 ms.
+    let endpoint = api
+        .create_endpoint(
+            &tenant,
+            json!({
+                "url": receiver.url,
+                "retry_policy": { "max_attempts": 2, "initial_delay_ms": 1500 }
+            }),
+        )
+        .await?;
+    assert_eq!(
+        endpoint.body["retry_policy"],
+        json!({ "max_attempts": 2, "initial_delay_ms": 1500 })
+    );
+    let event_id = api
+        .send_event(&tenant, json!({ "type": "t", "payload": {} }))
+        .await?;
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "failed")
+        .await?;
+    assert_eq!(event["deliveries"][0]["status"], "dead_lettered");
+    assert_eq!(event["deliveries"][0]["attempt_count"], 2);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    // Equal jitter: at least half the configured delay.
+    let gap = requests[1].received_at - requests[0].received_at;
+    assert!(
+        gap >= std::time::Duration::from_millis(740),
+        "retried after {gap:?}"
+    );
+
+    let (_, shown) = api
+        .get(
+            &tenant,
+            &format!("/v1/webhook_endpoints/{}", endpoint.endpoint_id),
+        )
+        .await?;
+    assert_eq!(shown["retry_policy"]["max_attempts"], 2);
+    assert_eq!(shown["ordered"], false);
+    Ok(())
+}
+
+#[tokio::test]
+async fn deliveries_matching_a_filter_are_replayed_in_bulk() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("bulk-replay").await?;
+    let failing = Receiver::start().await;
+    failing.script((0..6).map(|_| Reply::status(400)));
+    let other = Receiver::start().await;
+    other.script((0..6).map(|_| Reply::status(400)));
+    let endpoint = api
+        .create_endpoint(&tenant, json!({ "url": failing.url, "events": ["a"] }))
+        .await?;
+    api.create_endpoint(&tenant, json!({ "url": other.url, "events": ["a"] }))
+        .await?;
+    let mut event_ids = Vec::new();
+    let mut accepted_at = Vec::new();
+    for index in 0..6 {
+        let event_id = api
+            .send_event(
+                &tenant,
+                json!({ "type": "a", "payload": { "index": index } }),
+            )
+            .await?;
+        let event = api
+            .wait_for_event_status(&tenant, &event_id, "failed")
+            .await?;
+        accepted_at.push(event["accepted_at"].as_str().unwrap_or_default().to_owned());
+        event_ids.push(event_id);
+    }
+
+    let replay = |body: serde_json::Value| {
+        api.http
+            .post(api.url("/v1/deliveries/replay"))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+    };
+    let refused = replay(json!({ "status": ["retrying"] })).await?;
+    assert_eq!(refused.status(), 422);
+    let problem: serde_json::Value = refused.json().await?;
+    assert!(problem.to_string().contains("status[0]"), "{problem}");
+
+    // Events 2..6 to the first endpoint only, two events per request, chained by cursor.
+    let filter = json!({
+        "endpoint_id": endpoint.endpoint_id,
+        "status": ["failed"],
+        "since": accepted_at[2],
+        "limit": 2,
+    });
+    let mut replayed = Vec::new();
+    let mut body = filter.clone();
+    loop {
+        let response = replay(body.clone()).await?;
+        assert_eq!(response.status(), 202);
+        let page: serde_json::Value = response.json().await?;
+        replayed.push((page["events"].as_u64(), page["deliveries"].as_u64()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                body = filter.clone();
+                body["cursor"] = json!(cursor);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(replayed, vec![(Some(2), Some(2)), (Some(2), Some(2))]);
+    herald_tests::wait_until(
+        std::time::Duration::from_secs(20),
+        "replayed deliveries to arrive",
+        || async { (failing.count() == 10).then_some(()) },
+    )
+    .await?;
+    let replayed_ids: std::collections::HashSet<String> = failing.requests()[6..]
+        .iter()
+        .map(|request| request.header("webhook-id").to_owned())
+        .collect();
+    let expected: std::collections::HashSet<String> = event_ids[2..].iter().cloned().collect();
+    assert_eq!(replayed_ids, expected);
+    // The other endpoint's deliveries were not part of the filter.
+    assert_eq!(other.count(), 6);
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! `POST /v1/deliveries/replay`: make again every delivery that matches a filter (endpoint,
+//! status, acceptance time range), e.g. everything dead-lettered while a receiver was down.
+//! Each matching event becomes one `delivery.replay_requested.v1` in the log, exactly as a
+//! single-event replay; the delivery service's retry budget paces the attempts. A request
+//! covers at most `limit` events, oldest first; `next_cursor` continues where it stopped.
+
+use crate::params::Cursor;
+use crate::replay::take_replay_allowance;
+use crate::state::QueryState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_schemas::{EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Statuses a delivery can be replayed from: final ones. A pending or retrying delivery is
+/// still being made, and a replay would race it.
+const REPLAYABLE: [&str; 4] = ["failed", "dead_lettered", "expired", "succeeded"];
+const DEFAULT_STATUSES: [&str; 3] = ["failed", "dead_lettered", "expired"];
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1_000;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplayRequest {
+    /// Only deliveries to this endpoint.
+    pub endpoint_id: Option<Uuid>,
+    /// Delivery statuses to replay: any of `failed`, `dead_lettered`, `expired`, `succeeded`.
+    /// Defaults to the three unsuccessful ones.
+    pub status: Option<Vec<String>>,
+    /// Only events accepted at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events accepted before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Events to replay in this request, oldest first: 1-1000, default 100.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous response, to continue after its last event.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkReplayAccepted {
+    /// Events whose matching deliveries will be attempted again.
+    pub events: usize,
+    /// Deliveries that will be attempted again.
+    pub deliveries: usize,
+    /// Present when more events match: send the same filter with this `cursor`.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MatchedDelivery {
+    event_id: Uuid,
+    accepted_at: DateTime<Utc>,
+    log_sequence: i64,
+    endpoint_id: Uuid,
+    attempt_count: i32,
+}
+
+#[utoipa::path(
+    post, path = "/v1/deliveries/replay", tag = "deliveries",
+    request_body = BulkReplayRequest,
+    responses(
+        (status = 202, description = "Appended to the log; attempts follow, paced by the retry budget", body = BulkReplayAccepted),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many replays for this tenant; see Retry-After", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn replay_deliveries(
+    State(state): State<QueryState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    ApiJson(request): ApiJson<BulkReplayRequest>,
+) -> Result<(StatusCode, Json<BulkReplayAccepted>), ApiError> {
+    let statuses: Vec<String> = match request.status {
+        None => DEFAULT_STATUSES.iter().map(|&s| s.to_owned()).collect(),
+        Some(statuses) if statuses.is_empty() => {
+            return Err(ApiError::invalid(
+                "status",
+                "must list at least one status, or be left out",
+            ))
+        }
+        Some(statuses) => {
+            for (index, status) in statuses.iter().enumerate() {
+                if !REPLAYABLE.contains(&status.as_str()) {
+                    return Err(ApiError::invalid(
+                        format!("status[{index}]"),
+                        format!(
+                            "must be one of {}; pending and retrying deliveries are still being made",
+                            REPLAYABLE.join(", ")
+                        ),
+                    ));
+                }
+            }
+            statuses
+        }
+    };
+    let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
+    }
+    if let (Some(since), Some(until)) = (request.since, request.until) {
+        if until <= since {
+            return Err(ApiError::invalid("until", "must be later than since"));
+        }
+    }
+    let cursor = request.cursor.as_deref().map(Cursor::decode).transpose()?;
+    take_replay_allowance(&state, tenant_id)?;
+
+    // Events first (so a page never splits an event's deliveries), then their deliveries.
+    let matched: Vec<MatchedDelivery> = sqlx::query_as(
+        "WITH matched AS ( \
+           SELECT e.event_id, e.accepted_at, e.log_sequence FROM events e \
+           WHERE e.tenant_id = $1 \
+             AND ($3::timestamptz IS NULL OR e.accepted_at >= $3) \
+             AND ($4::timestamptz IS NULL OR e.accepted_at < $4) \
+             AND ($5::timestamptz IS NULL OR (e.accepted_at, e.event_id) > ($5, $6)) \
+             AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id \
+               AND d.status = ANY($7) AND ($2::uuid IS NULL OR d.endpoint_id = $2)) \
+           ORDER BY e.accepted_at, e.event_id LIMIT $8) \
+         SELECT m.event_id, m.accepted_at, m.log_sequence, d.endpoint_id, d.attempt_count \
+         FROM matched m JOIN deliveries d ON d.event_id = m.event_id \
+         WHERE d.status = ANY($7) AND ($2::uuid IS NULL OR d.endpoint_id = $2) \
+         ORDER BY m.accepted_at, m.event_id, d.endpoint_id",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(request.endpoint_id)
+    .bind(request.since)
+    .bind(request.until)
+    .bind(cursor.map(|cursor| cursor.at))
+    .bind(cursor.map(|cursor| cursor.id))
+    .bind(&statuses)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(&state.pool)
+    .await?;
+
+    let mut requests: Vec<ReplayRequested> = Vec::new();
+    let mut accepted_at: Vec<DateTime<Utc>> = Vec::new();
+    for row in matched {
+        if requests.last().map(|replay| replay.event_id.as_uuid()) != Some(row.event_id) {
+            requests.push(ReplayRequested {
+                event_id: EventId(row.event_id),
+                tenant_id,
+                event_sequence: row.log_sequence as u64,
+                deliveries: Vec::new(),
+                requested_at: Utc::now(),
+            });
+            accepted_at.push(row.accepted_at);
+        }
+        if let Some(replay) = requests.last_mut() {
+            replay.deliveries.push(ReplayedDelivery {
+                endpoint_id: EndpointId(row.endpoint_id),
+                attempt_number: row.attempt_count.max(0) as u32 + 1,
+            });
+        }
+    }
+    let next_cursor = if requests.len() > limit as usize {
+        requests.truncate(limit as usize);
+        let last = requests.len() - 1;
+        Some(
+            Cursor {
+                at: accepted_at[last],
+                id: requests[last].event_id.as_uuid(),
+            }
+            .encode(),
+        )
+    } else {
+        None
+    };
+    let deliveries = requests.iter().map(|replay| replay.deliveries.len()).sum();
+    let events = requests.len();
+    let subject = state.publisher.namespace().replay_subject(tenant_id);
+    // Pipelined: up to 64 appends awaiting their acknowledgement at once.
+    futures::stream::iter(requests)
+        .map(|replay| {
+            let subject = subject.clone();
+            let publisher = state.publisher.clone();
+            async move {
+                publisher
+                    .publish(subject, &LogMessage::ReplayRequested(replay))
+                    .await
+            }
+        })
+        .buffered(64)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "bulk replay not fully appended");
+            ApiError::Unavailable(
+                "the event log is unavailable; part of the replay may have been appended, \
+                 retry later (replaying twice sends the deliveries twice)"
+                    .to_owned(),
+            )
+        })?;
+    tracing::info!(%tenant_id, events, deliveries, "bulk replay requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BulkReplayAccepted {
+            events,
+            deliveries,
+            next_cursor,
+        }),
+    ))
+}
