@@ -33,6 +33,9 @@ struct Args {
     /// Payload size in bytes (approximate).
     #[arg(long, default_value_t = 500)]
     payload_bytes: usize,
+    /// Make the endpoint `ordered` (one delivery at a time, in ingest order).
+    #[arg(long)]
+    ordered: bool,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -52,7 +55,7 @@ async fn main() -> Result<()> {
     let response = client
         .post(format!("{}/v1/webhook_endpoints", args.herald))
         .bearer_auth(&api_key)
-        .json(&json!({ "url": receiver_url }))
+        .json(&json!({ "url": receiver_url, "ordered": args.ordered }))
         .send()
         .await?;
     if response.status() != 201 {
