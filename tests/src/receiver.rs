@@ -37,6 +37,9 @@ impl ReceivedRequest {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// How long this answer takes (on top of the receiver's delay).
+    pub delay: std::time::Duration,
 }
 
 impl Reply {
@@ -44,7 +47,24 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
+            body: Vec::new(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 }
 
@@ -140,7 +160,8 @@ async fn receive(
         });
         recorded.in_flight += 1;
         recorded.max_in_flight = recorded.max_in_flight.max(recorded.in_flight);
-        (reply, recorded.delay)
+        let delay = recorded.delay + reply.delay;
+        (reply, delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -150,9 +171,8 @@ async fn receive(
         recorded.answered += 1;
         recorded.in_flight -= 1;
     }
-    let mut response = StatusCode::from_u16(reply.status)
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        .into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, reply.body).into_response();
     for (name, value) in reply.headers {
         if let Ok(value) = value.parse() {
             response.headers_mut().insert(name, value);

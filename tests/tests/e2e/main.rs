@@ -7,5 +7,6 @@ mod delivery_path;
 mod idempotency;
 mod isolation;
 mod ordering;
+mod receiver_answers;
 mod retries;
 mod routing;
