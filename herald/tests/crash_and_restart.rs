@@ -157,3 +157,44 @@ async fn an_ordered_lane_survives_sigkill_and_keeps_its_order() -> anyhow::Resul
     assert_eq!(receiver.max_in_flight(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_graceful_stop_gives_ordered_lanes_back_at_once() -> anyhow::Result<()> {
+    let mut herald = HeraldProcess::start(
+        HERALD,
+        &[
+            ("HERALD_RETRY_INITIAL_DELAY_MS", "1000"),
+            ("HERALD_SHUTDOWN_GRACE_MS", "300"),
+        ],
+    )
+    .await?;
+    let api = Api::with(herald.herald.clone());
+    let tenant = api.create_tenant("ordered-graceful").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([herald_tests::receiver::Reply::status(503)]);
+    api.create_endpoint(&tenant, json!({ "url": receiver.url, "ordered": true }))
+        .await?;
+    let event_ids = send_events(&api, &tenant, 5).await?;
+    wait_until(Duration::from_secs(20), "the first attempt", || async {
+        (receiver.count() >= 1).then_some(())
+    })
+    .await?;
+    herald.terminate().await?;
+
+    // A lease left behind would hold the lane for 10 s.
+    let restarted = Instant::now();
+    herald.launch().await?;
+    all_delivered(&api, &tenant, &event_ids, Duration::from_secs(20)).await?;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "the lane resumed after {took:?}"
+    );
+    let indices: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .map(|request| request.json()["data"]["index"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(indices, [0, 0, 1, 2, 3, 4]);
+    Ok(())
+}
