@@ -129,6 +129,7 @@ pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), s
     if last_sequence == checkpoint as u64 {
         return Ok(());
     }
+    delivery_updates.fold_into_new(&mut new_deliveries, &mut events);
     insert_events(&mut transaction, &events).await?;
     insert_deliveries(&mut transaction, &new_deliveries).await?;
     insert_attempts(&mut transaction, &attempts).await?;
@@ -201,14 +202,25 @@ async fn insert_deliveries(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO deliveries (event_id, endpoint_id, tenant_id, status, attempt_count, updated_at) \
-         SELECT event_id, endpoint_id, tenant_id, 'pending', 0, now() \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t(event_id, endpoint_id, tenant_id) \
+        "INSERT INTO deliveries (event_id, endpoint_id, tenant_id, status, attempt_count, \
+           last_attempt_at, next_attempt_at, last_http_status, last_error_code, updated_at) \
+         SELECT event_id, endpoint_id, tenant_id, status, attempt_count, last_attempt_at, \
+           next_attempt_at, last_http_status, last_error_code, now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int4[], $6::timestamptz[], \
+           $7::timestamptz[], $8::int4[], $9::text[]) \
+           AS t(event_id, endpoint_id, tenant_id, status, attempt_count, last_attempt_at, \
+             next_attempt_at, last_http_status, last_error_code) \
          ON CONFLICT (event_id, endpoint_id) DO NOTHING",
     )
     .bind(&rows.event_id)
     .bind(&rows.endpoint_id)
     .bind(&rows.tenant_id)
+    .bind(&rows.status)
+    .bind(&rows.attempt_count)
+    .bind(&rows.last_attempt_at)
+    .bind(&rows.next_attempt_at)
+    .bind(&rows.last_http_status)
+    .bind(&rows.last_error_code)
     .execute(&mut **transaction)
     .await
     .map(|_| ())
@@ -281,9 +293,8 @@ async fn update_deliveries(
     .map(|_| ())
 }
 
-/// An event is `delivered` when every delivery succeeded, `failed` when every delivery is
-/// over and at least one did not succeed, `delivering` once any attempt was made, and
-/// `pending` before that.
+/// Recomputes the status of events whose existing deliveries changed (see
+/// `postgres_rows::event_status` for the rule).
 async fn update_event_status(
     transaction: &mut Transaction<'_, Postgres>,
     event_ids: &[uuid::Uuid],

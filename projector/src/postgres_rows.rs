@@ -24,6 +24,14 @@ pub struct NewDeliveryRows {
     pub event_id: Vec<Uuid>,
     pub endpoint_id: Vec<Uuid>,
     pub tenant_id: Vec<Uuid>,
+    /// As of the end of the batch: attempts recorded in the same batch are folded in, so
+    /// the row is written once instead of inserted and then updated.
+    pub status: Vec<&'static str>,
+    pub attempt_count: Vec<i32>,
+    pub last_attempt_at: Vec<Option<DateTime<Utc>>>,
+    pub next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    pub last_http_status: Vec<Option<i32>>,
+    pub last_error_code: Vec<Option<&'static str>>,
 }
 
 #[derive(Default)]
@@ -75,6 +83,22 @@ pub struct DeliveryUpdateRows {
     pub error_code: Vec<Option<&'static str>>,
 }
 
+/// An event is `delivered` when every delivery succeeded, `failed` when every delivery is
+/// over and at least one did not succeed, `delivering` once any attempt was made, and
+/// `pending` before that. (The same rule as the `UPDATE events` statement.)
+pub fn event_status(deliveries: &[(&'static str, i32)]) -> &'static str {
+    const FINAL: [&str; 4] = ["succeeded", "failed", "dead_lettered", "expired"];
+    if deliveries.iter().all(|(status, _)| *status == "succeeded") {
+        "delivered"
+    } else if deliveries.iter().all(|(status, _)| FINAL.contains(status)) {
+        "failed"
+    } else if deliveries.iter().any(|(_, attempts)| *attempts > 0) {
+        "delivering"
+    } else {
+        "pending"
+    }
+}
+
 pub fn delivery_status(outcome: AttemptOutcome) -> &'static str {
     match outcome {
         AttemptOutcome::Succeeded => "succeeded",
@@ -105,6 +129,12 @@ impl EventRows {
             deliveries.event_id.push(event.event_id.as_uuid());
             deliveries.endpoint_id.push(endpoint_id.as_uuid());
             deliveries.tenant_id.push(event.tenant_id.as_uuid());
+            deliveries.status.push("pending");
+            deliveries.attempt_count.push(0);
+            deliveries.last_attempt_at.push(None);
+            deliveries.next_attempt_at.push(None);
+            deliveries.last_http_status.push(None);
+            deliveries.last_error_code.push(None);
         }
     }
 }
@@ -160,6 +190,39 @@ impl DeliveryUpdates {
         }
     }
 
+    /// Applies the updates of deliveries created in this same batch to their new rows (and
+    /// the resulting status to their events' new rows), leaving only updates of deliveries
+    /// that already exist. Deliveries are only ever created together with their event, so
+    /// an event inserted in this batch needs no status update afterwards.
+    pub fn fold_into_new(&mut self, deliveries: &mut NewDeliveryRows, events: &mut EventRows) {
+        if self.by_key.is_empty() {
+            return;
+        }
+        for index in 0..deliveries.event_id.len() {
+            let key = (deliveries.event_id[index], deliveries.endpoint_id[index]);
+            if let Some(update) = self.by_key.remove(&key) {
+                deliveries.status[index] = update.status;
+                deliveries.attempt_count[index] += update.attempts;
+                deliveries.last_attempt_at[index] = Some(update.finished_at);
+                deliveries.next_attempt_at[index] = update.next_attempt_at;
+                deliveries.last_http_status[index] = update.http_status;
+                deliveries.last_error_code[index] = update.error_code;
+            }
+        }
+        let mut by_event: HashMap<Uuid, Vec<(&'static str, i32)>> = HashMap::new();
+        for index in 0..deliveries.event_id.len() {
+            by_event
+                .entry(deliveries.event_id[index])
+                .or_default()
+                .push((deliveries.status[index], deliveries.attempt_count[index]));
+        }
+        for (index, event_id) in events.event_id.iter().enumerate() {
+            if let Some(deliveries) = by_event.get(event_id) {
+                events.status[index] = event_status(deliveries);
+            }
+        }
+    }
+
     pub fn event_ids(&self) -> Vec<Uuid> {
         let mut ids: Vec<Uuid> = self.by_key.keys().map(|(event_id, _)| *event_id).collect();
         ids.sort_unstable();
@@ -180,5 +243,96 @@ impl DeliveryUpdates {
             rows.error_code.push(update.error_code);
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_schemas::{AttemptId, EndpointId, ErrorClass, EventId, TenantId};
+
+    fn event(endpoints: &[EndpointId]) -> EventAccepted {
+        serde_json::from_value(serde_json::json!({
+            "event_id": EventId::generate(),
+            "tenant_id": TenantId::generate(),
+            "event_type": "t",
+            "payload": {},
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "accepted_at": Utc::now(),
+            "endpoint_ids": endpoints,
+        }))
+        .expect("an event")
+    }
+
+    fn attempt(
+        event: &EventAccepted,
+        endpoint_id: EndpointId,
+        outcome: AttemptOutcome,
+    ) -> AttemptRecorded {
+        AttemptRecorded {
+            attempt_id: AttemptId::generate(),
+            event_id: event.event_id,
+            endpoint_id,
+            tenant_id: event.tenant_id,
+            trace_id: event.trace_id.clone(),
+            event_type: event.event_type.clone(),
+            attempt_number: 1,
+            event_accepted_at: event.accepted_at,
+            scheduled_at: event.accepted_at,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            http_status: Some(if outcome == AttemptOutcome::Succeeded {
+                200
+            } else {
+                503
+            }),
+            error_class: (outcome != AttemptOutcome::Succeeded).then_some(ErrorClass::Http5xx),
+            error_message: None,
+            latency_ms: 1,
+            response_body_hash: None,
+            outcome,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn event_status_follows_its_deliveries() {
+        assert_eq!(
+            event_status(&[("succeeded", 1), ("succeeded", 2)]),
+            "delivered"
+        );
+        assert_eq!(
+            event_status(&[("succeeded", 1), ("dead_lettered", 18)]),
+            "failed"
+        );
+        assert_eq!(
+            event_status(&[("succeeded", 1), ("pending", 0)]),
+            "delivering"
+        );
+        assert_eq!(event_status(&[("retrying", 1)]), "delivering");
+        assert_eq!(event_status(&[("pending", 0), ("pending", 0)]), "pending");
+    }
+
+    #[test]
+    fn attempts_on_deliveries_created_in_the_same_batch_are_written_with_them() {
+        let (first, second) = (EndpointId::generate(), EndpointId::generate());
+        let fresh = event(&[first, second]);
+        let older = event(&[first]);
+        let mut events = EventRows::default();
+        let mut deliveries = NewDeliveryRows::default();
+        events.push(&fresh, 10, &mut deliveries);
+        let mut updates = DeliveryUpdates::default();
+        updates.record(&attempt(&fresh, first, AttemptOutcome::Succeeded));
+        updates.record(&attempt(&older, first, AttemptOutcome::Failed));
+
+        updates.fold_into_new(&mut deliveries, &mut events);
+
+        assert_eq!(deliveries.status, ["succeeded", "pending"]);
+        assert_eq!(deliveries.attempt_count, [1, 0]);
+        assert_eq!(deliveries.last_http_status, [Some(200), None]);
+        assert!(deliveries.last_attempt_at[0].is_some());
+        assert_eq!(events.status, ["delivering"]);
+        // Only the delivery that already existed is left for the UPDATE.
+        assert_eq!(updates.event_ids(), [older.event_id.as_uuid()]);
     }
 }
