@@ -217,6 +217,7 @@ pub async fn create_endpoint(
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
+    let mut transaction = state.pool.begin().await?;
     sqlx::query(
         "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
          secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst, retry_policy, \
@@ -236,8 +237,13 @@ pub async fn create_endpoint(
     .bind(rate_limit.map(|limit| limit.burst as i32))
     .bind(retry_policy.map(sqlx::types::Json))
     .bind(snapshot.ordered)
-    .execute(&state.pool)
+    .execute(&mut *transaction)
     .await?;
+    let message = LogMessage::EndpointCreated(EndpointCreated {
+        endpoint: snapshot.clone(),
+    });
+    let staged = crate::stage_config_change(&mut transaction, &state, tenant_id, &message).await?;
+    transaction.commit().await?;
     state.routing.invalidate(tenant_id);
     tracing::info!(%tenant_id, endpoint_id = %snapshot.endpoint_id, "endpoint created");
     let response = EndpointCreatedResponse {
@@ -253,8 +259,7 @@ pub async fn create_endpoint(
         created_at: snapshot.created_at,
         updated_at: snapshot.updated_at,
     };
-    let message = LogMessage::EndpointCreated(EndpointCreated { endpoint: snapshot });
-    crate::publish_config_change(&state, tenant_id, &message).await;
+    state.outbox.send(staged).await;
     Ok((StatusCode::CREATED, Json(response)))
 }
 
@@ -344,6 +349,7 @@ pub async fn rotate_secret(
     }
     let rotated_at = Utc::now();
     let previous_secret_expires_at = rotated_at + chrono::Duration::seconds(i64::from(grace));
+    let mut transaction = state.pool.begin().await?;
     let updated = sqlx::query(
         "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $3, secret = $4, \
          updated_at = $5 WHERE endpoint_id = $1 AND tenant_id = $2",
@@ -353,7 +359,7 @@ pub async fn rotate_secret(
     .bind(previous_secret_expires_at)
     .bind(secret.expose())
     .bind(rotated_at)
-    .execute(&state.pool)
+    .execute(&mut *transaction)
     .await?
     .rows_affected();
     if updated == 0 {
@@ -361,14 +367,16 @@ pub async fn rotate_secret(
             "endpoint {endpoint_id} does not exist for this tenant"
         )));
     }
-    tracing::info!(%tenant_id, %endpoint_id, grace_seconds = grace, "endpoint secret rotated");
     let message = LogMessage::EndpointSecretRotated(EndpointSecretRotated {
         endpoint_id,
         tenant_id,
         rotated_at,
         previous_secret_expires_at,
     });
-    crate::publish_config_change(&state, tenant_id, &message).await;
+    let staged = crate::stage_config_change(&mut transaction, &state, tenant_id, &message).await?;
+    transaction.commit().await?;
+    tracing::info!(%tenant_id, %endpoint_id, grace_seconds = grace, "endpoint secret rotated");
+    state.outbox.send(staged).await;
     Ok(Json(SecretRotated {
         endpoint_id: endpoint_id.as_uuid(),
         secret: secret.expose(),

@@ -50,15 +50,16 @@ pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
 /// Appends a configuration change to the log. Postgres already holds the change and is the
 /// source of truth for configuration, so a failure here is logged rather than failing the
 /// request that made the change.
-pub(crate) async fn publish_config_change(
+/// Stages a configuration change's log message in the transaction that makes the change;
+/// `state.outbox.send` appends it once the transaction has committed.
+pub(crate) async fn stage_config_change(
+    connection: &mut sqlx::PgConnection,
     state: &CommandState,
     tenant_id: TenantId,
     message: &LogMessage,
-) {
+) -> Result<herald_log::outbox::Staged, sqlx::Error> {
     let subject = state.publisher.namespace().config_subject(tenant_id);
-    if let Err(error) = state.publisher.publish(subject, message).await {
-        tracing::warn!(%error, %tenant_id, kind = message.type_name(), "configuration change not appended to the log");
-    }
+    herald_log::outbox::Outbox::stage(connection, subject, message).await
 }
 
 /// Keeps this process's routing cache in step with changes made through other processes,

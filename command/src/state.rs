@@ -5,6 +5,7 @@ use crate::routing::RoutingTable;
 use axum::extract::FromRef;
 use herald_delivery::TargetGuard;
 use herald_http::TenantAuthenticator;
+use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,8 @@ pub struct CommandState(Arc<Shared>);
 pub struct Shared {
     pub pool: PgPool,
     pub publisher: LogPublisher,
+    /// Configuration changes reach the log through it (staged in their transaction).
+    pub outbox: Outbox,
     pub routing: RoutingTable,
     pub authenticator: Arc<TenantAuthenticator>,
     pub target_guard: TargetGuard,
@@ -48,6 +51,7 @@ impl CommandState {
                 pool.clone(),
                 Duration::from_millis(config.routing_cache_ttl_ms),
             ),
+            outbox: Outbox::new(pool.clone(), publisher.clone()),
             pool,
             publisher,
             authenticator,

@@ -81,13 +81,14 @@ pub async fn create_tenant(
         .bind(created_at)
         .execute(&mut *transaction)
         .await?;
-    transaction.commit().await?;
     let message = LogMessage::TenantCreated(TenantCreated {
         tenant_id,
         name: name.to_owned(),
         created_at,
     });
-    crate::publish_config_change(&state, tenant_id, &message).await;
+    let staged = crate::stage_config_change(&mut transaction, &state, tenant_id, &message).await?;
+    transaction.commit().await?;
+    state.outbox.send(staged).await;
     tracing::info!(%tenant_id, "tenant created");
     Ok((
         StatusCode::CREATED,

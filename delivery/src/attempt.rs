@@ -12,6 +12,7 @@ use crate::retry_budget::RetryBudget;
 use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
+use herald_log::outbox::Outbox;
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::{
     AttemptId, AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened,
@@ -61,6 +62,8 @@ pub enum AttemptError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("could not change endpoint configuration: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Longest a delivery waits in memory for its endpoint's rate limit.
@@ -88,6 +91,7 @@ pub struct AttemptRunner {
     pub sender: HttpSender,
     pub endpoints: EndpointRegistry,
     pub publisher: LogPublisher,
+    pub outbox: Outbox,
     pub retries: RetryScheduler,
     pub policy: RetryPolicy,
     pub in_flight: Semaphore,
@@ -410,16 +414,34 @@ impl AttemptRunner {
             "the receiver answered 410 Gone at {}",
             disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        if self.endpoints.disable(endpoint_id, &reason).await? {
-            tracing::warn!(%endpoint_id, "endpoint disabled: receiver answered 410 Gone");
-            let message = LogMessage::EndpointDisabled(herald_schemas::EndpointDisabled {
-                endpoint_id,
-                tenant_id,
-                reason,
-                disabled_at,
-            });
+        let message = LogMessage::EndpointDisabled(herald_schemas::EndpointDisabled {
+            endpoint_id,
+            tenant_id,
+            reason: reason.clone(),
+            disabled_at,
+        });
+        let mut transaction = self.endpoints.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now() \
+             WHERE endpoint_id = $1 AND enabled",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(&reason)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        // Only the attempt that disabled it announces it (others find it already disabled).
+        let staged = if updated == 1 {
             let subject = self.publisher.namespace().config_subject(tenant_id);
-            self.publisher.publish(subject, &message).await?;
+            Some(Outbox::stage(&mut transaction, subject, &message).await?)
+        } else {
+            None
+        };
+        transaction.commit().await?;
+        self.endpoints.invalidate(endpoint_id);
+        if let Some(staged) = staged {
+            tracing::warn!(%endpoint_id, "endpoint disabled: receiver answered 410 Gone");
+            self.outbox.send(staged).await;
         }
         Ok(())
     }

@@ -105,24 +105,9 @@ impl EndpointRegistry {
         Ok(target)
     }
 
-    /// Stops deliveries to an endpoint whose receiver said it is gone for good; returns whether
-    /// this call disabled it (false if it already was).
-    pub async fn disable(
-        &self,
-        endpoint_id: EndpointId,
-        reason: &str,
-    ) -> Result<bool, RegistryError> {
-        let updated = sqlx::query(
-            "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now() \
-             WHERE endpoint_id = $1 AND enabled",
-        )
-        .bind(endpoint_id.as_uuid())
-        .bind(reason)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        self.invalidate(endpoint_id);
-        Ok(updated == 1)
+    /// Where endpoint configuration lives, for changes made by delivery itself.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Forgets a cached endpoint, e.g. when the log says it changed.

@@ -33,6 +33,7 @@ use crate::ordered_lanes::OrderedLanes;
 use crate::retry_budget::RetryBudget;
 use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
 use async_nats::jetstream;
+use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
 use herald_schemas::LogMessage;
 use sqlx::PgPool;
@@ -83,6 +84,7 @@ pub async fn run(
             Duration::from_millis(config.endpoint_cache_ttl_ms),
         ),
         retries: RetryScheduler::new(publisher.clone()),
+        outbox: Outbox::new(pool.clone(), publisher.clone()),
         publisher,
         policy: config.retry_policy(),
         in_flight: Semaphore::new(config.max_in_flight.max(1)),

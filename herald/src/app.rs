@@ -83,6 +83,11 @@ pub async fn run(
                 .map_ok(),
         );
     }
+    // Whoever stages configuration changes also relays those left unappended.
+    if service.includes(Service::Command) || service.includes(Service::Delivery) {
+        let outbox = herald_log::outbox::Outbox::new(stack.pool.clone(), publisher.clone());
+        background.spawn(outbox.relay(shutdown.clone()).map_ok());
+    }
     if service.includes(Service::Query) {
         router = router.merge(herald_query::router(QueryState::new(
             stack.pool.clone(),

@@ -13,6 +13,8 @@ pub enum LogError {
     Stream { name: String, reason: String },
 }
 
+pub mod outbox;
+
 /// Appends messages to the log.
 #[derive(Clone)]
 pub struct LogPublisher {

@@ -368,6 +368,33 @@ impl Api {
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
+    /// This Herald's log namespace (stream and subject names).
+    pub fn namespace(&self) -> Result<herald_schemas::Namespace> {
+        Ok(herald_schemas::Namespace::new(&self.herald.namespace)?)
+    }
+
+    /// How many messages the log holds on `subject`, and the last one, decoded.
+    pub async fn log_messages_on(&self, subject: &str) -> Result<(usize, Option<Value>)> {
+        use futures::TryStreamExt;
+        let client = async_nats::connect(&self.herald.nats_url).await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let stream = jetstream.get_stream(self.namespace()?.log_stream()).await?;
+        let counts: Vec<(String, usize)> = stream
+            .info_with_subjects(subject)
+            .await?
+            .try_collect()
+            .await?;
+        let count = counts.iter().map(|(_, count)| count).sum();
+        let last = match count {
+            0 => None,
+            _ => {
+                let message = stream.get_last_raw_message_by_subject(subject).await?;
+                Some(serde_json::from_slice(&message.payload)?)
+            }
+        };
+        Ok((count, last))
+    }
+
     pub async fn postgres(&self) -> Result<sqlx::PgPool> {
         Ok(sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)

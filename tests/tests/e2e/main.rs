@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod breaker;
+mod config_log;
 mod delivery_path;
 mod idempotency;
 mod isolation;
