@@ -1,7 +1,8 @@
-//! `GET /v1/deliveries`: the attempt history, newest first, filtered by event and/or
-//! endpoint, paginated with an opaque cursor.
+//! `GET /v1/deliveries`: the attempt history, newest first, filtered by event, endpoint,
+//! outcome and time, paginated with an opaque cursor. `outcome=dead_lettered,expired` lists
+//! the dead letters, each with its reason.
 
-use crate::params::{parse_limit, parse_uuid, Cursor};
+use crate::params::{parse_limit, parse_time, parse_uuid, Cursor};
 use crate::state::QueryState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -21,6 +22,13 @@ pub struct DeliveriesQuery {
     pub event_id: Option<String>,
     /// Only attempts to this endpoint.
     pub endpoint_id: Option<String>,
+    /// Only attempts with one of these outcomes (comma-separated): `succeeded`,
+    /// `retry_scheduled`, `failed`, `dead_lettered`, `expired`.
+    pub outcome: Option<String>,
+    /// Only attempts started at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only attempts started before this time (RFC 3339).
+    pub until: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1-250 (default 50).
@@ -41,13 +49,14 @@ pub struct AttemptView {
     /// The receiver's status code; absent when it did not answer.
     pub http_status: Option<i32>,
     /// Why it failed: `http_3xx`, `http_4xx`, `http_429`, `http_5xx`, `timeout`,
-    /// `connection`, `dns`, `target_refused`, `endpoint_unavailable`, `http_invalid`.
+    /// `connection`, `dns`, `target_refused`, `endpoint_unavailable`, `http_invalid`,
+    /// `circuit_open` or `retry_budget` (deadline passed while held back), `expired`.
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub latency_ms: i32,
     /// SHA-256 (hex) of the first 64 KiB of the receiver's response body.
     pub response_body_hash: Option<String>,
-    /// `succeeded`, `retry_scheduled`, `failed` or `dead_lettered`.
+    /// `succeeded`, `retry_scheduled`, `failed`, `dead_lettered` or `expired`.
     pub outcome: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// W3C trace id, also sent to the receiver in `traceparent`.
@@ -86,6 +95,17 @@ pub async fn list_deliveries(
         .as_deref()
         .map(|id| parse_uuid("endpoint_id", id))
         .transpose()?;
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| parse_time("since", t))
+        .transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|t| parse_time("until", t))
+        .transpose()?;
+    let outcomes = query.outcome.as_deref().map(parse_outcomes).transpose()?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
 
@@ -100,6 +120,17 @@ pub async fn list_deliveries(
     }
     if let Some(endpoint_id) = endpoint_id {
         sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
+    }
+    if let Some(outcomes) = outcomes {
+        sql.push(" AND outcome = ANY(")
+            .push_bind(outcomes)
+            .push(")");
+    }
+    if let Some(since) = since {
+        sql.push(" AND started_at >= ").push_bind(since);
+    }
+    if let Some(until) = until {
+        sql.push(" AND started_at < ").push_bind(until);
     }
     if let Some(cursor) = cursor {
         sql.push(" AND (started_at, attempt_id) < (")
@@ -124,4 +155,31 @@ pub async fn list_deliveries(
         None
     };
     Ok(Json(AttemptPage { data, next_cursor }))
+}
+
+const OUTCOMES: [&str; 5] = [
+    "succeeded",
+    "retry_scheduled",
+    "failed",
+    "dead_lettered",
+    "expired",
+];
+
+fn parse_outcomes(text: &str) -> Result<Vec<String>, ApiError> {
+    text.split(',')
+        .map(|outcome| {
+            let outcome = outcome.trim();
+            if OUTCOMES.contains(&outcome) {
+                Ok(outcome.to_owned())
+            } else {
+                Err(ApiError::invalid(
+                    "outcome",
+                    format!(
+                        "`{outcome}` is not an outcome; use one or more of {}, comma-separated",
+                        OUTCOMES.join(", ")
+                    ),
+                ))
+            }
+        })
+        .collect()
 }

@@ -10,6 +10,17 @@ pub fn parse_uuid(name: &str, value: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value).map_err(|_| ApiError::invalid(name, "must be a UUID"))
 }
 
+pub fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::invalid(
+                name,
+                "must be an RFC 3339 time such as 2026-11-23T12:00:00Z (encode `+` as %2B)",
+            )
+        })
+}
+
 pub fn parse_limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     match value {
         None => Ok(default),

@@ -119,6 +119,31 @@ async fn a_receiver_that_never_recovers_is_dead_lettered_after_the_last_attempt(
     assert_eq!(event["deliveries"][0]["status"], "dead_lettered");
     assert_eq!(event["deliveries"][0]["attempt_count"], 4);
     assert_eq!(receiver.count(), 4);
+
+    // Dead letters are listed with their reason.
+    let (status, page) = api
+        .get(&tenant, "/v1/deliveries?outcome=dead_lettered,expired")
+        .await?;
+    assert_eq!(status, 200);
+    let letters = page["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(letters.len(), 1, "{page}");
+    assert_eq!(letters[0]["event_id"], event_id.as_str());
+    assert_eq!(letters[0]["attempt_number"], 4);
+    assert_eq!(letters[0]["error_code"], "http_5xx");
+    assert_eq!(letters[0]["http_status"], 502);
+    let (_, later) = api
+        .get(
+            &tenant,
+            "/v1/deliveries?outcome=dead_lettered&since=2999-01-01T00:00:00Z",
+        )
+        .await?;
+    assert_eq!(later["data"], serde_json::json!([]));
+    let (status, problem) = api.get(&tenant, "/v1/deliveries?outcome=lost").await?;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "outcome");
+    let (status, problem) = api.get(&tenant, "/v1/deliveries?since=yesterday").await?;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "since");
     Ok(())
 }
 
