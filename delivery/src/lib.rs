@@ -110,6 +110,7 @@ pub async fn run(
         pool,
         log_stream.clone(),
         namespace.clone(),
+        total,
     ));
     let retry_worker = Arc::new(RetryWorker {
         runner: runner.clone(),

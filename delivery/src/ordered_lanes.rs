@@ -30,8 +30,10 @@ use tracing::Instrument;
 
 /// How often leases are renewed and new ordered endpoints picked up.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// How long a lease lasts without renewal: how long a dead process's lanes wait.
-const LEASE: Duration = Duration::from_secs(10);
+/// How long a lease lasts beyond the longest attempt: a lane only starts an attempt while
+/// its lease has at least the request timeout left, so an attempt always ends before the
+/// lease could pass to another process. A dead process's lanes wait this plus the timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// How far before an endpoint's creation its lane starts reading, for clock differences
 /// between the process that created it and those that accepted its first events.
 const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(60);
@@ -62,6 +64,10 @@ pub struct OrderedLanes {
     /// next renewal.
     pub endpoints_changed: Notify,
     owner: String,
+    lease: Duration,
+    request_timeout: Duration,
+    /// When this process last renewed its leases (all lanes renew together).
+    renewed_at: std::sync::Mutex<tokio::time::Instant>,
 }
 
 struct RunningLane {
@@ -75,8 +81,12 @@ impl OrderedLanes {
         pool: PgPool,
         log_stream: jetstream::stream::Stream,
         namespace: Namespace,
+        request_timeout: Duration,
     ) -> Self {
         Self {
+            lease: request_timeout + LEASE_MARGIN,
+            request_timeout,
+            renewed_at: std::sync::Mutex::new(tokio::time::Instant::now()),
             runner,
             pool,
             log_stream,
@@ -90,11 +100,13 @@ impl OrderedLanes {
     /// making (abandoning it if `hard_stop` fires) and gives the leases back at once.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, hard_stop: CancellationToken) {
         let mut lanes: HashMap<EndpointId, RunningLane> = HashMap::new();
-        let mut renewed_at = tokio::time::Instant::now();
         loop {
+            let attempted_at = tokio::time::Instant::now();
             match self.claim().await {
                 Ok(claimed) => {
-                    renewed_at = tokio::time::Instant::now();
+                    if let Ok(mut renewed_at) = self.renewed_at.lock() {
+                        *renewed_at = attempted_at;
+                    }
                     let held: std::collections::HashSet<EndpointId> = claimed
                         .iter()
                         .map(|lane| EndpointId(lane.endpoint_id))
@@ -127,7 +139,7 @@ impl OrderedLanes {
                 Err(error) => {
                     tracing::warn!(%error, "could not renew ordered lane leases");
                     // Past its lease another process may be running the lane: stop ours.
-                    if renewed_at.elapsed() > LEASE - RENEW_EVERY * 2 {
+                    if self.lease_left() < RENEW_EVERY * 2 {
                         for (_, lane) in lanes.drain() {
                             lane.stop.cancel();
                         }
@@ -151,7 +163,7 @@ impl OrderedLanes {
         .execute(&self.pool)
         .await;
         if let Err(error) = released {
-            tracing::warn!(%error, "ordered lane leases not released; they expire in {LEASE:?}");
+            tracing::warn!(%error, "ordered lane leases not released; they expire in {:?}", self.lease);
         }
     }
 
@@ -173,7 +185,7 @@ impl OrderedLanes {
                l.delivered_through, l.head_sequence, l.head_attempt_number, l.head_due_at",
         )
         .bind(&self.owner)
-        .bind(LEASE.as_millis() as f64)
+        .bind(self.lease.as_millis() as f64)
         .fetch_all(&self.pool)
         .await
     }
@@ -282,6 +294,14 @@ impl OrderedLanes {
                     () = stop.cancelled() => return Err(LaneLost),
                 }
             }
+            // Never start an attempt that could outlive the lease (renewals failing).
+            while self.lease_left() < self.request_timeout + RENEW_EVERY {
+                tracing::warn!("lane lease not renewed; holding the next attempt");
+                pause(stop, RENEW_EVERY).await;
+                if stop.is_cancelled() {
+                    return Err(LaneLost);
+                }
+            }
             let job = DeliveryJob {
                 event: event.clone(),
                 event_sequence: sequence as u64,
@@ -372,6 +392,19 @@ impl OrderedLanes {
                 }
             }
         }
+    }
+}
+
+impl OrderedLanes {
+    /// How long this process's leases still run (they were set to `lease` at the renewal,
+    /// counted from just before it was sent).
+    fn lease_left(&self) -> Duration {
+        let renewed_at = self
+            .renewed_at
+            .lock()
+            .map(|renewed_at| *renewed_at)
+            .unwrap_or_else(|_| tokio::time::Instant::now() - self.lease);
+        self.lease.saturating_sub(renewed_at.elapsed())
     }
 }
 
