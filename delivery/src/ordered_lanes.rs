@@ -211,23 +211,8 @@ impl OrderedLanes {
                         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
                 }
             };
-            let messages = self
-                .log_stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: subject.clone(),
-                    deliver_policy,
-                    ..Default::default()
-                })
-                .await;
-            let mut messages = match messages {
-                Ok(consumer) => match consumer.messages().await {
-                    Ok(messages) => messages,
-                    Err(error) => {
-                        tracing::warn!(%error, "lane cannot read the log");
-                        pause(&stop, BACKOFF).await;
-                        continue;
-                    }
-                },
+            let mut messages = match self.read_events(&subject, deliver_policy).await {
+                Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(%error, "lane cannot read the log");
                     pause(&stop, BACKOFF).await;
@@ -396,6 +381,24 @@ impl OrderedLanes {
 }
 
 impl OrderedLanes {
+    /// The tenant's events in log order, from `deliver_policy` on.
+    async fn read_events(
+        &self,
+        subject: &str,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<async_nats::jetstream::consumer::pull::Ordered, String> {
+        let consumer = self
+            .log_stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        consumer.messages().await.map_err(|error| error.to_string())
+    }
+
     /// How long this process's leases still run (they were set to `lease` at the renewal,
     /// counted from just before it was sent).
     fn lease_left(&self) -> Duration {
