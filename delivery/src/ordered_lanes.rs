@@ -52,6 +52,12 @@ struct LaneState {
     head_due_at: Option<DateTime<Utc>>,
 }
 
+/// This process's lanes after a renewal, and how many more than its share it holds.
+struct Claimed {
+    lanes: Vec<LaneState>,
+    over_share: usize,
+}
+
 /// The lane's write was refused: another process holds it now, or this one is stopping.
 struct LaneLost;
 
@@ -100,10 +106,16 @@ impl OrderedLanes {
     /// making (abandoning it if `hard_stop` fires) and gives the leases back at once.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, hard_stop: CancellationToken) {
         let mut lanes: HashMap<EndpointId, RunningLane> = HashMap::new();
+        // Lanes over this process's share, stopping; their leases are given back once the
+        // lane has stopped (and renewed meanwhile, so nobody else starts them too early).
+        let mut handing_over: HashMap<EndpointId, RunningLane> = HashMap::new();
         loop {
             let attempted_at = tokio::time::Instant::now();
             match self.claim().await {
-                Ok(claimed) => {
+                Ok(Claimed {
+                    lanes: claimed,
+                    over_share,
+                }) => {
                     if let Ok(mut renewed_at) = self.renewed_at.lock() {
                         *renewed_at = attempted_at;
                     }
@@ -118,8 +130,21 @@ impl OrderedLanes {
                         }
                         keep
                     });
+                    if handing_over.is_empty() && over_share > 0 {
+                        let extra: Vec<EndpointId> =
+                            lanes.keys().take(over_share).copied().collect();
+                        for endpoint_id in extra {
+                            if let Some(lane) = lanes.remove(&endpoint_id) {
+                                lane.stop.cancel();
+                                handing_over.insert(endpoint_id, lane);
+                            }
+                        }
+                    }
                     for state in claimed {
                         let endpoint_id = EndpointId(state.endpoint_id);
+                        if handing_over.contains_key(&endpoint_id) {
+                            continue;
+                        }
                         lanes.entry(endpoint_id).or_insert_with(|| {
                             let stop = shutdown.child_token();
                             let span = tracing::info_span!(
@@ -135,6 +160,9 @@ impl OrderedLanes {
                             RunningLane { stop, task }
                         });
                     }
+                    // Only after the spawning above: this round's `claimed` still lists the
+                    // lanes given back now, and they must not start again here.
+                    self.hand_over_stopped(&mut handing_over).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not renew ordered lane leases");
@@ -152,12 +180,13 @@ impl OrderedLanes {
                 () = shutdown.cancelled() => break,
             }
         }
-        for (_, lane) in lanes.drain() {
+        for (_, lane) in lanes.drain().chain(handing_over.drain()) {
             lane.stop.cancel();
             let _ = lane.task.await;
         }
         let released = sqlx::query(
-            "UPDATE ordered_lanes SET owner = NULL, leased_until = NULL WHERE owner = $1",
+            "WITH gone AS (DELETE FROM delivery_processes WHERE owner = $1) \
+             UPDATE ordered_lanes SET owner = NULL, leased_until = NULL WHERE owner = $1",
         )
         .bind(&self.owner)
         .execute(&self.pool)
@@ -167,27 +196,94 @@ impl OrderedLanes {
         }
     }
 
-    /// Creates lanes for new ordered endpoints, renews this process's leases and takes lanes
-    /// nobody holds.
-    async fn claim(&self) -> Result<Vec<LaneState>, sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO ordered_lanes (endpoint_id) \
-             SELECT endpoint_id FROM endpoints WHERE ordered ON CONFLICT DO NOTHING",
+    /// Gives back the leases of handed-over lanes that have stopped.
+    async fn hand_over_stopped(&self, handing_over: &mut HashMap<EndpointId, RunningLane>) {
+        let stopped: Vec<uuid::Uuid> = handing_over
+            .iter()
+            .filter(|(_, lane)| lane.task.is_finished())
+            .map(|(endpoint_id, _)| endpoint_id.as_uuid())
+            .collect();
+        if stopped.is_empty() {
+            return;
+        }
+        let released = sqlx::query(
+            "UPDATE ordered_lanes SET owner = NULL, leased_until = NULL \
+             WHERE endpoint_id = ANY($1) AND owner = $2",
         )
+        .bind(&stopped)
+        .bind(&self.owner)
         .execute(&self.pool)
-        .await?;
-        sqlx::query_as(
-            "UPDATE ordered_lanes l SET owner = $1, leased_until = now() + $2 * interval '1 millisecond' \
-             FROM endpoints e \
-             WHERE e.endpoint_id = l.endpoint_id \
-               AND (l.owner = $1 OR l.owner IS NULL OR l.leased_until < now()) \
-             RETURNING l.endpoint_id, e.tenant_id, e.created_at AS endpoint_created_at, \
-               l.delivered_through, l.head_sequence, l.head_attempt_number, l.head_due_at",
+        .await;
+        match released {
+            Ok(_) => {
+                tracing::info!(
+                    lanes = stopped.len(),
+                    "ordered lanes handed over to another process"
+                );
+                for endpoint_id in stopped {
+                    handing_over.remove(&EndpointId(endpoint_id));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "ordered lanes not handed over yet"),
+        }
+    }
+
+    /// Announces this process, creates lanes for new ordered endpoints, renews this process's
+    /// leases and takes lanes nobody holds, up to an even share among the live processes.
+    async fn claim(&self) -> Result<Claimed, sqlx::Error> {
+        let lease_ms = self.lease.as_millis() as f64;
+        let (live, lanes): (i64, i64) = sqlx::query_as(
+            "WITH beat AS ( \
+               INSERT INTO delivery_processes (owner, seen_at) VALUES ($1, now()) \
+               ON CONFLICT (owner) DO UPDATE SET seen_at = now()), \
+             swept AS ( \
+               DELETE FROM delivery_processes WHERE seen_at < now() - interval '1 day'), \
+             ensured AS ( \
+               INSERT INTO ordered_lanes (endpoint_id) \
+               SELECT endpoint_id FROM endpoints WHERE ordered ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM delivery_processes \
+                       WHERE owner <> $1 AND seen_at > now() - $2 * interval '1 millisecond') + 1, \
+                    (SELECT count(*) FROM ordered_lanes) + (SELECT count(*) FROM ensured)",
         )
         .bind(&self.owner)
-        .bind(self.lease.as_millis() as f64)
+        .bind(lease_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let share = (lanes + live - 1) / live.max(1);
+        let held = sqlx::query(
+            "UPDATE ordered_lanes SET leased_until = now() + $2 * interval '1 millisecond' \
+             WHERE owner = $1",
+        )
+        .bind(&self.owner)
+        .bind(lease_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected() as i64;
+        if held < share {
+            sqlx::query(
+                "UPDATE ordered_lanes SET owner = $1, leased_until = now() + $2 * interval '1 millisecond' \
+                 WHERE endpoint_id IN ( \
+                   SELECT endpoint_id FROM ordered_lanes \
+                   WHERE owner IS NULL OR leased_until < now() \
+                   ORDER BY endpoint_id LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(&self.owner)
+            .bind(lease_ms)
+            .bind(share - held)
+            .execute(&self.pool)
+            .await?;
+        }
+        let lanes: Vec<LaneState> = sqlx::query_as(
+            "SELECT l.endpoint_id, e.tenant_id, e.created_at AS endpoint_created_at, \
+               l.delivered_through, l.head_sequence, l.head_attempt_number, l.head_due_at \
+             FROM ordered_lanes l JOIN endpoints e ON e.endpoint_id = l.endpoint_id \
+             WHERE l.owner = $1",
+        )
+        .bind(&self.owner)
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        let over_share = (lanes.len() as i64 - share).max(0) as usize;
+        Ok(Claimed { lanes, over_share })
     }
 
     async fn run_lane(

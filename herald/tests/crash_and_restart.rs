@@ -198,3 +198,62 @@ async fn a_graceful_stop_gives_ordered_lanes_back_at_once() -> anyhow::Result<()
     assert_eq!(indices, [0, 0, 1, 2, 3, 4]);
     Ok(())
 }
+
+#[tokio::test]
+async fn ordered_lanes_are_shared_between_delivery_processes_and_keep_their_order(
+) -> anyhow::Result<()> {
+    let first = HeraldProcess::start(HERALD, &[]).await?;
+    let api = Api::with(first.herald.clone());
+    let tenant = api.create_tenant("ordered-shared").await?;
+    let mut receivers = Vec::new();
+    for _ in 0..6 {
+        let receiver = Receiver::start().await;
+        receiver.set_delay(Duration::from_millis(20));
+        api.create_endpoint(&tenant, json!({ "url": receiver.url, "ordered": true }))
+            .await?;
+        receivers.push(receiver);
+    }
+    let pool = api.postgres().await?;
+    let owners = || async {
+        let owners: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT owner, count(*) FROM ordered_lanes WHERE owner IS NOT NULL GROUP BY owner ORDER BY owner",
+        )
+        .fetch_all(&pool)
+        .await
+        .ok()?;
+        Some(owners)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "one process holding all lanes",
+        || async {
+            let owners = owners().await?;
+            (owners.len() == 1 && owners[0].1 == 6).then_some(())
+        },
+    )
+    .await?;
+
+    let _second = first.sibling("delivery").await?;
+    wait_until(
+        Duration::from_secs(20),
+        "the lanes shared 3 and 3",
+        || async {
+            let owners = owners().await?;
+            (owners.iter().map(|(_, count)| *count).collect::<Vec<_>>() == [3, 3]).then_some(())
+        },
+    )
+    .await?;
+
+    let event_ids = send_events(&api, &tenant, 20).await?;
+    all_delivered(&api, &tenant, &event_ids, Duration::from_secs(30)).await?;
+    for receiver in &receivers {
+        let indices: Vec<i64> = receiver
+            .requests()
+            .iter()
+            .map(|request| request.json()["data"]["index"].as_i64().unwrap_or(-1))
+            .collect();
+        assert_eq!(indices, (0..20).collect::<Vec<_>>());
+        assert_eq!(receiver.max_in_flight(), 1);
+    }
+    Ok(())
+}

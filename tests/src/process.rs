@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub struct HeraldProcess {
     binary: PathBuf,
+    service: String,
     environment: Vec<(String, String)>,
     child: Option<Child>,
     pub herald: TestHerald,
@@ -59,6 +60,7 @@ impl HeraldProcess {
         );
         let mut process = Self {
             binary: binary.into(),
+            service: "all".to_owned(),
             environment,
             child: None,
             herald,
@@ -70,7 +72,7 @@ impl HeraldProcess {
     /// Starts the process again on the same resources.
     pub async fn launch(&mut self) -> Result<()> {
         let child = Command::new(&self.binary)
-            .arg("all")
+            .arg(&self.service)
             .envs(self.environment.iter().cloned())
             .stdin(Stdio::null())
             .spawn()
@@ -87,6 +89,29 @@ impl HeraldProcess {
             },
         )
         .await
+    }
+
+    /// Another process on the same resources (log, databases) running `service`, with its
+    /// own HTTP port (it answers `/healthz` whatever the service).
+    pub async fn sibling(&self, service: &str) -> Result<Self> {
+        let port = free_port()?;
+        let mut environment = self.environment.clone();
+        for (name, value) in &mut environment {
+            if name == "HERALD_LISTEN_ADDR" {
+                *value = format!("127.0.0.1:{port}");
+            }
+        }
+        let mut herald = self.herald.clone();
+        herald.base_url = format!("http://127.0.0.1:{port}");
+        let mut process = Self {
+            binary: self.binary.clone(),
+            service: service.to_owned(),
+            environment,
+            child: None,
+            herald,
+        };
+        process.launch().await?;
+        Ok(process)
     }
 
     /// SIGKILL: no chance to clean up.
