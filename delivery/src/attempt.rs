@@ -189,7 +189,10 @@ impl AttemptRunner {
                 }
                 report
             }
-            _ => endpoint_unavailable(),
+            _ => SendReport::not_sent(
+                ErrorClass::EndpointUnavailable,
+                "the endpoint was deleted or disabled",
+            ),
         };
         let decision = policy
             .decide(
@@ -268,26 +271,28 @@ impl AttemptRunner {
         job: &DeliveryJob,
         expires_at: DateTime<Utc>,
     ) -> Result<JobOutcome, AttemptError> {
-        let now = Utc::now();
-        let report = SendReport {
-            result: AttemptResult::Final {
-                class: ErrorClass::Expired,
-            },
-            http_status: None,
-            error_message: Some(format!(
-                "the event expired at {} before it could be delivered",
-                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            )),
-            started_at: now,
-            finished_at: now,
-            latency: Duration::ZERO,
-            response_body_hash: None,
-        };
+        let message = format!(
+            "the event expired at {} before it could be delivered",
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        self.end_unsent(job, ErrorClass::Expired, message, AttemptOutcome::Expired)
+            .await
+    }
+
+    /// Records that the delivery ended without a request being made.
+    async fn end_unsent(
+        &self,
+        job: &DeliveryJob,
+        class: ErrorClass,
+        message: String,
+        outcome: AttemptOutcome,
+    ) -> Result<JobOutcome, AttemptError> {
         let decision = Decision {
-            outcome: AttemptOutcome::Expired,
+            outcome,
             next_attempt_at: None,
         };
-        self.conclude(job, report, decision).await
+        self.conclude(job, SendReport::not_sent(class, message), decision)
+            .await
     }
 
     /// Waits for the endpoint's rate limit to allow one more delivery; a wait longer than a
@@ -342,29 +347,20 @@ impl AttemptRunner {
         let deadline =
             job.event.accepted_at + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
         if due_at > deadline {
-            let now = Utc::now();
-            let report = SendReport {
-                result: AttemptResult::Final { class: reason },
-                http_status: None,
-                error_message: Some(
-                    match reason {
-                        ErrorClass::CircuitOpen => {
-                            "the deadline passed while the endpoint's circuit breaker was open"
-                        }
-                        _ => "the deadline passed while the retry budget was spent",
-                    }
-                    .to_owned(),
-                ),
-                started_at: now,
-                finished_at: now,
-                latency: Duration::ZERO,
-                response_body_hash: None,
+            let message = match reason {
+                ErrorClass::CircuitOpen => {
+                    "the deadline passed while the endpoint's circuit breaker was open"
+                }
+                _ => "the deadline passed while the retry budget was spent",
             };
-            let decision = Decision {
-                outcome: AttemptOutcome::DeadLettered,
-                next_attempt_at: None,
-            };
-            return self.conclude(job, report, decision).await;
+            return self
+                .end_unsent(
+                    job,
+                    reason,
+                    message.to_owned(),
+                    AttemptOutcome::DeadLettered,
+                )
+                .await;
         }
         tracing::debug!(%due_at, reason = reason.as_str(), "parked");
         self.defer(job, due_at).await
@@ -444,20 +440,5 @@ impl AttemptRunner {
             self.outbox.send(staged).await;
         }
         Ok(())
-    }
-}
-
-fn endpoint_unavailable() -> SendReport {
-    let now = Utc::now();
-    SendReport {
-        result: AttemptResult::Final {
-            class: ErrorClass::EndpointUnavailable,
-        },
-        http_status: None,
-        error_message: Some("the endpoint was deleted or disabled".to_owned()),
-        started_at: now,
-        finished_at: now,
-        latency: Duration::ZERO,
-        response_body_hash: None,
     }
 }

@@ -39,6 +39,23 @@ pub struct SendReport {
     pub response_body_hash: Option<String>,
 }
 
+impl SendReport {
+    /// A delivery ended without a request (expired, endpoint gone, deadline passed while
+    /// held back): a final failure of `class`, taking no time.
+    pub fn not_sent(class: ErrorClass, message: impl Into<String>) -> Self {
+        let now = Utc::now();
+        Self {
+            result: AttemptResult::Final { class },
+            http_status: None,
+            error_message: Some(message.into()),
+            started_at: now,
+            finished_at: now,
+            latency: Duration::ZERO,
+            response_body_hash: None,
+        }
+    }
+}
+
 /// The message a receiver gets.
 pub struct Webhook<'a> {
     pub url: &'a str,
