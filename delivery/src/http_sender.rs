@@ -98,6 +98,10 @@ impl HttpSender {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
+            // reqwest otherwise honours HTTP_PROXY, HTTPS_PROXY and ALL_PROXY from the
+            // environment. Through a proxy the guard would never see the receiver's address:
+            // the proxy resolves the receiver's host, and a proxy named by IP is not resolved.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.first_byte)
@@ -287,5 +291,91 @@ impl Resolve for GuardedResolver {
             let addresses: Addrs = Box::new(admitted.into_iter());
             Ok(addresses)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn sender(guard: TargetGuard) -> HttpSender {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(1),
+            total: Duration::from_secs(2),
+        };
+        HttpSender::new(guard, &timeouts, 1).expect("client")
+    }
+
+    async fn send(sender: &HttpSender, url: &str) -> SendReport {
+        let payload = RawValue::from_string("{}".to_owned()).expect("json");
+        sender
+            .send(&Webhook {
+                url,
+                event_id: EventId::generate(),
+                event_type: "t",
+                payload: &payload,
+                trace_id: "0af7651916cd43dd8448eb211c80319c",
+                secrets: &[SigningSecret::generate()],
+            })
+            .await
+    }
+
+    /// A loopback port that counts the connections made to it and drops each at once.
+    async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(connection);
+            }
+        });
+        (port, connections)
+    }
+
+    #[tokio::test]
+    async fn ip_literal_hosts_are_refused_without_connecting() {
+        let (port, connections) = counting_listener().await;
+        let strict = sender(TargetGuard::default());
+        // The URL parser turns the decimal, hexadecimal and short forms into 127.0.0.1 too.
+        for host in [
+            "127.0.0.1",
+            "2130706433",
+            "0x7f.1",
+            "127.1",
+            "[::ffff:127.0.0.1]",
+            "[::127.0.0.1]",
+            "[64:ff9b::7f00:1]",
+            "[2002:7f00:1::]",
+            "[::1]",
+        ] {
+            let report = send(&strict, &format!("http://{host}:{port}/hook")).await;
+            assert_eq!(
+                report.result,
+                AttemptResult::Final {
+                    class: ErrorClass::TargetRefused
+                },
+                "{host}: {:?}",
+                report.error_message
+            );
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+
+        // The port is reachable once the guard admits it, so the count above means something.
+        let loopback = sender(TargetGuard::from_list("127.0.0.0/8").expect("cidr"));
+        let report = send(&loopback, &format!("http://127.0.0.1:{port}/hook")).await;
+        assert_ne!(
+            report.result,
+            AttemptResult::Final {
+                class: ErrorClass::TargetRefused
+            }
+        );
+        assert!(connections.load(Ordering::SeqCst) >= 1);
     }
 }
