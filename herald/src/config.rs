@@ -14,6 +14,7 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct StackConfig {
+    /// One NATS URL, or several separated by commas (the servers of a cluster).
     pub nats_url: String,
     pub database_url: String,
     pub database_max_connections: u32,
@@ -22,6 +23,9 @@ pub struct StackConfig {
     /// Prefix of every stream and subject, so installations can share a NATS server.
     pub namespace: String,
     pub listen_addr: String,
+    /// How many servers of a JetStream cluster keep each stream: 1 on a single server, 3 (or 5)
+    /// in a cluster. Changing it on existing streams re-replicates them.
+    pub log_replicas: usize,
 }
 
 impl Default for StackConfig {
@@ -34,14 +38,42 @@ impl Default for StackConfig {
             clickhouse_database: "herald".to_owned(),
             namespace: "herald".to_owned(),
             listen_addr: "127.0.0.1:8080".to_owned(),
+            log_replicas: 1,
         }
     }
 }
+
+/// JetStream keeps at most five copies of a stream.
+pub const MAX_LOG_REPLICAS: usize = 5;
 
 impl StackConfig {
     pub fn namespace(&self) -> Result<Namespace, ConfigError> {
         Namespace::new(&self.namespace)
             .map_err(|error| ConfigError(format!("HERALD_NAMESPACE: {error}")))
+    }
+
+    /// The NATS URLs, one per server of the cluster.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_LOG_REPLICAS).contains(&self.log_replicas) {
+            return Err(ConfigError(format!(
+                "HERALD_LOG_REPLICAS: must be between 1 and {MAX_LOG_REPLICAS} (JetStream's \
+                 limit), got {}",
+                self.log_replicas
+            )));
+        }
+        if self.nats_urls().is_empty() {
+            return Err(ConfigError("HERALD_NATS_URL: no URL given".to_owned()));
+        }
+        Ok(())
     }
 }
 
@@ -68,11 +100,56 @@ impl HeraldConfig {
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let extract_error = |error: figment::Error| ConfigError(error.to_string());
+        let stack: StackConfig = figment.extract().map_err(extract_error)?;
+        stack.validate()?;
         Ok(Self {
-            stack: figment.extract().map_err(extract_error)?,
+            stack,
             command: figment.extract().map_err(extract_error)?,
             delivery: figment.extract().map_err(extract_error)?,
             projector: figment.extract().map_err(extract_error)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_replicas_default_to_one_and_accept_one_to_five() {
+        let config = HeraldConfig::from_figment(Figment::new()).expect("defaults are valid");
+        assert_eq!(config.stack.log_replicas, 1);
+        for replicas in 1..=5 {
+            let config =
+                HeraldConfig::from_figment(Figment::new().merge(("log_replicas", replicas)))
+                    .expect("valid replica count");
+            assert_eq!(config.stack.log_replicas, replicas);
+        }
+    }
+
+    #[test]
+    fn log_replicas_outside_one_to_five_are_a_config_error() {
+        for replicas in [0, 6, 7] {
+            let error =
+                HeraldConfig::from_figment(Figment::new().merge(("log_replicas", replicas)))
+                    .expect_err("invalid replica count");
+            assert!(error.to_string().contains("HERALD_LOG_REPLICAS"), "{error}");
+        }
+    }
+
+    #[test]
+    fn nats_url_may_list_several_servers() {
+        let config = StackConfig {
+            nats_url: "nats://127.0.0.1:1, nats://127.0.0.1:2,nats://127.0.0.1:3".to_owned(),
+            ..StackConfig::default()
+        };
+        assert_eq!(
+            config.nats_urls(),
+            [
+                "nats://127.0.0.1:1",
+                "nats://127.0.0.1:2",
+                "nats://127.0.0.1:3"
+            ]
+        );
     }
 }

@@ -39,7 +39,7 @@ pub async fn migrate(config: &StackConfig, stack: &Stack) -> Result<(), MigrateE
         .run(&stack.pool)
         .await?;
     migrate_clickhouse(config).await?;
-    herald_log::ensure_streams(&stack.jetstream, &stack.namespace).await?;
+    herald_log::ensure_streams(&stack.jetstream, &stack.namespace, config.log_replicas).await?;
     Ok(())
 }
 

@@ -29,11 +29,13 @@ pub enum StackError {
 impl Stack {
     pub async fn connect(config: &StackConfig) -> Result<Self, StackError> {
         let namespace = config.namespace()?;
+        // Several URLs are the servers of one cluster: the client connects to any of them and
+        // moves to another when its server goes away.
         let nats = async_nats::ConnectOptions::new()
             .name("herald")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(&config.nats_url)
+            .connect(config.nats_urls())
             .await
             .map_err(|error| StackError::Nats {
                 url: config.nats_url.clone(),

@@ -151,9 +151,14 @@ pub async fn follow(
 }
 
 /// Creates the streams, or brings their configuration up to date. Idempotent.
+///
+/// `replicas` is how many servers of a JetStream cluster keep each stream (1 on a single
+/// server, 3 in production). Consumers created without a replica count of their own inherit
+/// the stream's, so the durable consumers survive the loss of a server as the streams do.
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     namespace: &Namespace,
+    replicas: usize,
 ) -> Result<(), LogError> {
     let log = stream::Config {
         name: namespace.log_stream(),
@@ -165,6 +170,7 @@ pub async fn ensure_streams(
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     };
     let retries = stream::Config {
@@ -173,6 +179,7 @@ pub async fn ensure_streams(
         subjects: vec![namespace.retries_filter()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     };
     for config in [log, retries] {

@@ -2,6 +2,7 @@
 //! per test binary, against the real NATS, Postgres and ClickHouse of the local stack, with
 //! resources named uniquely for this run; and real HTTP receivers that tests program.
 
+pub mod nats_cluster;
 pub mod process;
 pub mod receiver;
 pub mod signature;
@@ -62,6 +63,7 @@ pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHeral
         clickhouse_database: database_name.clone(),
         namespace: run_id.clone(),
         listen_addr: "127.0.0.1:0".to_owned(),
+        log_replicas: defaults.log_replicas,
     };
     let mut config = HeraldConfig {
         stack,
