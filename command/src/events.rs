@@ -1,7 +1,7 @@
 //! `POST /v1/events`: validate, route, append `event.accepted.v1` to the log, answer 202 once
 //! the log has acknowledged it.
 
-use crate::idempotency::{self, Claim, RequestFingerprint};
+use crate::idempotency::{Claim, RequestFingerprint};
 use crate::state::CommandState;
 use crate::validation;
 use axum::extract::State;
@@ -73,7 +73,7 @@ pub async fn create_event(
     validate_schedule(&request, Utc::now())?;
     let endpoint_ids = route(&state, tenant_id, &request).await?;
 
-    let event_id = EventId::generate();
+    let mut event_id = EventId::generate();
     if let Some(key) = idempotency_key.as_deref() {
         let fingerprint = RequestFingerprint::of(
             &request.event_type,
@@ -81,9 +81,22 @@ pub async fn create_event(
             &request.target_endpoints,
             &format!("{:?}/{:?}", request.deliver_after, request.expires_at),
         );
-        match idempotency::claim(&state.pool, tenant_id, key, &fingerprint, event_id).await? {
+        match state
+            .idempotency
+            .claim(tenant_id, key, &fingerprint, event_id)
+            .await?
+        {
             Claim::Claimed => {}
-            Claim::Replayed(original) => return Ok(accepted(original)),
+            Claim::Repeated {
+                event_id: original,
+                appended: true,
+            } => return Ok(accepted(original)),
+            // The first request may have died before the log acknowledged its event: append
+            // it again under the same id; the log keeps one copy.
+            Claim::Repeated {
+                event_id: original,
+                appended: false,
+            } => event_id = original,
             Claim::Conflict => {
                 return Err(ApiError::Conflict(format!(
                 "idempotency key `{key}` was already used for a different request; use a new key"
@@ -105,20 +118,30 @@ pub async fn create_event(
         expires_at: request.expires_at,
     };
     let subject = state.publisher.namespace().event_subject(tenant_id);
-    if let Err(error) = state
-        .publisher
-        .publish(subject, &LogMessage::EventAccepted(event))
-        .await
-    {
-        tracing::warn!(%error, %tenant_id, "event not appended");
-        if let Some(key) = idempotency_key.as_deref() {
-            if let Err(error) = idempotency::release(&state.pool, tenant_id, key, event_id).await {
-                tracing::error!(%error, "idempotency key not released");
-            }
+    let message = LogMessage::EventAccepted(event);
+    let appended = match idempotency_key {
+        Some(_) => {
+            state
+                .publisher
+                .publish_once(subject, &message, event_id.to_string())
+                .await
         }
-        return Err(ApiError::Unavailable(
-            "the event log is unavailable; the event was not accepted, retry later".to_owned(),
-        ));
+        None => state.publisher.publish(subject, &message).await,
+    };
+    if let Err(error) = appended {
+        // The append may still have happened (only its acknowledgement was lost): the key
+        // stays claimed for this event id, and a repeat appends it again, deduplicated.
+        tracing::warn!(%error, %tenant_id, %event_id, "event not known to be appended");
+        let advice = match idempotency_key {
+            Some(_) => "retry with the same idempotency key",
+            None => "retry later, with an idempotency key so that a retry cannot create the event twice",
+        };
+        return Err(ApiError::Unavailable(format!(
+            "the event log did not acknowledge the event; {advice}"
+        )));
+    }
+    if let Some(key) = idempotency_key {
+        state.idempotency.confirm_appended(tenant_id, key);
     }
     tracing::debug!(%tenant_id, %event_id, "event accepted");
     Ok(accepted(event_id))

@@ -1,6 +1,7 @@
 //! What every command route shares.
 
 use crate::config::CommandConfig;
+use crate::idempotency::IdempotencyKeys;
 use crate::routing::RoutingTable;
 use axum::extract::FromRef;
 use herald_delivery::TargetGuard;
@@ -22,6 +23,7 @@ pub struct Shared {
     /// Configuration changes reach the log through it (staged in their transaction).
     pub outbox: Outbox,
     pub routing: RoutingTable,
+    pub idempotency: IdempotencyKeys,
     pub authenticator: Arc<TenantAuthenticator>,
     pub target_guard: TargetGuard,
     admin_token_hash: Option<[u8; 32]>,
@@ -52,6 +54,7 @@ impl CommandState {
                 Duration::from_millis(config.routing_cache_ttl_ms),
             ),
             outbox: Outbox::new(pool.clone(), publisher.clone()),
+            idempotency: IdempotencyKeys::new(&pool),
             pool,
             publisher,
             authenticator,

@@ -157,12 +157,29 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(%error, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry later".to_owned())
-            }
-            other => Self::internal(&other),
+        if database_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            return Self::Unavailable("the database is unavailable; retry later".to_owned());
         }
+        Self::internal(&error)
+    }
+}
+
+/// Errors that say the database is down, restarting or out of connections rather than that
+/// the request was wrong: the same request can succeed once it is back.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and 57
+        // (operator intervention: shutting down, crash recovery, starting up).
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| ["08", "53", "57"].iter().any(|class| code.starts_with(class))),
+        _ => false,
     }
 }

@@ -48,6 +48,41 @@ impl LogPublisher {
             .await?;
         Ok(ack.sequence)
     }
+
+    /// Like [`publish`](Self::publish), but the stream keeps one copy of every message
+    /// published with the same `message_id` within its duplicate window: a repeat of an append
+    /// whose outcome was unknown (the acknowledgement was lost, the process died) is then
+    /// harmless.
+    pub async fn publish_once(
+        &self,
+        subject: String,
+        message: &LogMessage,
+        message_id: String,
+    ) -> Result<u64, LogError> {
+        self.publish_bytes_once(subject, message.encode(), message_id)
+            .await
+    }
+
+    /// [`publish_once`](Self::publish_once) for a message already encoded.
+    pub async fn publish_bytes_once(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        message_id: String,
+    ) -> Result<u64, LogError> {
+        use async_nats::jetstream::message::PublishMessage;
+        let ack = self
+            .jetstream
+            .send_publish(
+                subject,
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(message_id),
+            )
+            .await?
+            .await?;
+        Ok(ack.sequence)
+    }
 }
 
 /// A durable pull consumer with explicit acknowledgements, created if it does not exist.

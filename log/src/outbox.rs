@@ -7,7 +7,6 @@
 //! duplicate window keeps one copy when both the direct append and the relay get through.
 
 use crate::{LogError, LogPublisher};
-use async_nats::jetstream::message::PublishMessage;
 use herald_schemas::LogMessage;
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
@@ -77,16 +76,13 @@ impl Outbox {
 
     async fn append(&self, staged: Staged) -> Result<(), LogError> {
         self.publisher
-            .jetstream()
-            .send_publish(
+            .publish_bytes_once(
                 staged.subject,
-                PublishMessage::build()
-                    .payload(staged.payload.into())
-                    .message_id(format!("outbox-{}", staged.id)),
+                staged.payload,
+                format!("outbox-{}", staged.id),
             )
-            .await?
-            .await?;
-        Ok(())
+            .await
+            .map(|_| ())
     }
 
     /// Appends, oldest first, every staged message the request that staged it did not append,
