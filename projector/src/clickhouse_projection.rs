@@ -135,6 +135,12 @@ impl ClickHouseProjection {
                             return Ok(());
                         }
                         delay = (delay * 2).min(Duration::from_secs(10));
+                        // A failed insert may still have landed (the answer was lost, or the
+                        // server died after committing): inserting it again would count
+                        // every row twice.
+                        if self.landed(run).await {
+                            break;
+                        }
                     }
                 }
                 if let Some(last) = batch.last() {
@@ -150,6 +156,13 @@ impl ClickHouseProjection {
             .query("SELECT max(log_sequence) FROM attempts")
             .fetch_one::<u64>()
             .await
+    }
+
+    /// Whether a run of rows whose insert reported failure is stored all the same (one insert
+    /// into one partition is all or nothing, so its last row tells).
+    async fn landed(&self, run: &[AttemptRow]) -> bool {
+        let Some(last) = run.last() else { return true };
+        matches!(self.stored_high_water_mark().await, Ok(stored) if stored >= last.log_sequence)
     }
 
     async fn insert(&self, rows: &[AttemptRow]) -> Result<(), clickhouse::error::Error> {

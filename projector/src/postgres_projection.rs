@@ -46,15 +46,28 @@ pub async fn run(
                 continue;
             }
         };
-        loop {
+        let mut applied_through = checkpoint;
+        'reading: loop {
             let batch = match next_batch(&mut messages, max_batch, window, &shutdown).await {
                 Pulled::Batch(batch) => batch,
                 Pulled::Interrupted => break,
                 Pulled::Shutdown => return Ok(()),
             };
             let mut delay = Duration::from_millis(100);
-            while let Err(error) = apply(&pool, &name, &batch).await {
-                tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
+            loop {
+                match apply(&pool, &name, &batch, applied_through).await {
+                    Ok(through) => {
+                        applied_through = through;
+                        break;
+                    }
+                    Err(error @ ApplyError::CheckpointWentBack { .. }) => {
+                        tracing::warn!(%error);
+                        break 'reading;
+                    }
+                    Err(ApplyError::Database(error)) => {
+                        tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
+                    }
+                }
                 pause(&shutdown, delay).await;
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -83,8 +96,25 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) {
     }
 }
 
-/// Applies one batch in one transaction.
-pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), sqlx::Error> {
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Commits this projector saw succeed are gone (the server crashed before they reached
+    /// disk, or a replica without them was promoted): the log must be read again from the
+    /// checkpoint that survived, or the messages in between would never be applied.
+    #[error("the Postgres checkpoint went back from {believed} to {stored}: recent commits were lost; reading the log again from {stored}")]
+    CheckpointWentBack { believed: u64, stored: u64 },
+}
+
+/// Applies one batch in one transaction; `applied_through` is the checkpoint this projector
+/// last committed. Returns the new checkpoint.
+pub async fn apply(
+    pool: &PgPool,
+    name: &str,
+    batch: &[Message],
+    applied_through: u64,
+) -> Result<u64, ApplyError> {
     let mut transaction = pool.begin().await?;
     let checkpoint: i64 = sqlx::query_scalar(
         "INSERT INTO projector_checkpoints (projector, stream_sequence, updated_at) VALUES ($1, 0, now()) \
@@ -93,6 +123,12 @@ pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), s
     .bind(name)
     .fetch_one(&mut *transaction)
     .await?;
+    if (checkpoint as u64) < applied_through {
+        return Err(ApplyError::CheckpointWentBack {
+            believed: applied_through,
+            stored: checkpoint as u64,
+        });
+    }
 
     let mut events = EventRows::default();
     let mut new_deliveries = NewDeliveryRows::default();
@@ -127,7 +163,7 @@ pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), s
         }
     }
     if last_sequence == checkpoint as u64 {
-        return Ok(());
+        return Ok(last_sequence);
     }
     delivery_updates.fold_into_new(&mut new_deliveries, &mut events);
     insert_events(&mut transaction, &events).await?;
@@ -141,7 +177,8 @@ pub async fn apply(pool: &PgPool, name: &str, batch: &[Message]) -> Result<(), s
         .bind(last_sequence as i64)
         .execute(&mut *transaction)
         .await?;
-    transaction.commit().await
+    transaction.commit().await?;
+    Ok(last_sequence)
 }
 
 async fn record_poison(
