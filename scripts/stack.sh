@@ -5,6 +5,8 @@
 #   scripts/stack.sh up       install what is missing, start what is not running, wait until ready
 #   scripts/stack.sh down     stop the servers cleanly (data is kept)
 #   scripts/stack.sh status   print each server up/down (exit 0 if all up, 3 otherwise)
+#   HERALD_STACK_DIR=DIR scripts/stack.sh up   the same for a stack kept in DIR (ports from the
+#                             variables below)
 #   scripts/stack.sh env      print `export HERALD_*=...` lines pointing the app at this stack
 #                             (use: eval "$(scripts/stack.sh env)")
 #
@@ -29,7 +31,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-STACK="$ROOT/.stack"
+# HERALD_STACK_DIR puts a second, independent stack elsewhere (kill tests start their own on
+# ports of their own, so that killing a server never disturbs other tests or `make run`).
+STACK="${HERALD_STACK_DIR:-$ROOT/.stack}"
 
 NATS_PORT="${HERALD_STACK_NATS_PORT:-14222}"
 NATS_MONITOR_PORT="${HERALD_STACK_NATS_MONITOR_PORT:-18222}"
@@ -211,13 +215,14 @@ pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
 
 pg_check_traversable() {
   id postgres >/dev/null 2>&1 || die "OS user 'postgres' does not exist (is the postgresql package installed?)"
-  if ! as_postgres test -x "$ROOT"; then
-    local d="$ROOT" bad=""
+  mkdir -p "$STACK"
+  if ! as_postgres test -x "$STACK"; then
+    local d="$STACK" bad=""
     while [ "$d" != "/" ]; do
       as_postgres test -x "$d" 2>/dev/null || bad="$d"
       d=$(dirname "$d")
     done
-    die "the postgres OS user cannot traverse to $ROOT (first blocked directory: ${bad:-?}). PostgreSQL keeps its data in $PGDATA and runs as 'postgres', so every parent directory needs o+x, e.g. chmod o+x ${bad:-<dir>}"
+    die "the postgres OS user cannot traverse to $STACK (first blocked directory: ${bad:-?}). PostgreSQL keeps its data in $PGDATA and runs as 'postgres', so every parent directory needs o+x, e.g. chmod o+x ${bad:-<dir>}"
   fi
 }
 

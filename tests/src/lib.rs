@@ -2,6 +2,8 @@
 //! per test binary, against the real NATS, Postgres and ClickHouse of the local stack, with
 //! resources named uniquely for this run; and real HTTP receivers that tests program.
 
+pub mod kill_load;
+pub mod private_stack;
 pub mod nats_cluster;
 pub mod process;
 pub mod receiver;

@@ -10,6 +10,37 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Where the servers a Herald process uses are.
+#[derive(Clone, Debug)]
+pub struct StackUrls {
+    pub nats_url: String,
+    /// A database on the PostgreSQL server; tests create their own beside it.
+    pub database_url: String,
+    pub clickhouse_url: String,
+}
+
+impl StackUrls {
+    /// The shared stack of `make test` (or what `HERALD_*_URL` point at).
+    pub fn from_env() -> Self {
+        let defaults = StackConfig::default();
+        Self {
+            nats_url: env_or("HERALD_NATS_URL", &defaults.nats_url),
+            database_url: env_or("HERALD_DATABASE_URL", &defaults.database_url),
+            clickhouse_url: env_or("HERALD_CLICKHOUSE_URL", &defaults.clickhouse_url),
+        }
+    }
+}
+
+impl From<&crate::private_stack::PrivateStack> for StackUrls {
+    fn from(stack: &crate::private_stack::PrivateStack) -> Self {
+        Self {
+            nats_url: stack.nats_url(),
+            database_url: stack.database_url(),
+            clickhouse_url: stack.clickhouse_url(),
+        }
+    }
+}
+
 pub struct HeraldProcess {
     binary: PathBuf,
     service: String,
@@ -19,28 +50,35 @@ pub struct HeraldProcess {
 }
 
 impl HeraldProcess {
-    /// Starts `herald all` on fresh resources; `settings` are extra `HERALD_*` variables.
+    /// Starts `herald all` on fresh resources of the shared stack; `settings` are extra
+    /// `HERALD_*` variables.
     pub async fn start(binary: impl Into<PathBuf>, settings: &[(&str, &str)]) -> Result<Self> {
+        Self::start_service_on(binary, &StackUrls::from_env(), "all", settings).await
+    }
+
+    /// Starts `herald <service>` on fresh resources (a new database, ClickHouse database and
+    /// log namespace) of the servers at `stack`.
+    pub async fn start_service_on(
+        binary: impl Into<PathBuf>,
+        stack: &StackUrls,
+        service: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Self> {
         let run_id = format!("p{:08x}", rand_u32());
-        let defaults = StackConfig::default();
-        let server_database_url = env_or("HERALD_DATABASE_URL", &defaults.database_url);
         let database = format!("herald_{run_id}");
-        create_database(&server_database_url, &database).await?;
+        create_database(&stack.database_url, &database).await?;
         let port = free_port()?;
         let herald = TestHerald {
             base_url: format!("http://127.0.0.1:{port}"),
-            nats_url: env_or("HERALD_NATS_URL", &defaults.nats_url),
+            nats_url: stack.nats_url.clone(),
             namespace: run_id.clone(),
             admin_token: format!("adm_{run_id}"),
-            database_url: replace_database(&server_database_url, &database),
-            clickhouse_url: env_or("HERALD_CLICKHOUSE_URL", &defaults.clickhouse_url),
+            database_url: replace_database(&stack.database_url, &database),
+            clickhouse_url: stack.clickhouse_url.clone(),
             clickhouse_database: database.clone(),
         };
         let mut environment: Vec<(String, String)> = vec![
-            (
-                "HERALD_NATS_URL".into(),
-                env_or("HERALD_NATS_URL", &defaults.nats_url),
-            ),
+            ("HERALD_NATS_URL".into(), stack.nats_url.clone()),
             ("HERALD_DATABASE_URL".into(), herald.database_url.clone()),
             (
                 "HERALD_CLICKHOUSE_URL".into(),
@@ -60,7 +98,7 @@ impl HeraldProcess {
         );
         let mut process = Self {
             binary: binary.into(),
-            service: "all".to_owned(),
+            service: service.to_owned(),
             environment,
             child: None,
             herald,

@@ -79,6 +79,8 @@ struct Recorded {
     /// Requests being answered now, and the most there ever were at once.
     in_flight: usize,
     max_in_flight: usize,
+    /// Every n-th unscripted request is answered 500 (0: none).
+    fail_every: usize,
 }
 
 #[derive(Clone)]
@@ -107,6 +109,11 @@ impl Receiver {
     /// The next requests get these replies, in order; after them, 200.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.recorded.lock().expect("lock").script.extend(replies);
+    }
+
+    /// From now on every `n`-th request not scripted is answered 500 (a flaky receiver).
+    pub fn fail_every(&self, n: usize) {
+        self.recorded.lock().expect("lock").fail_every = n;
     }
 
     /// Every answer from now on takes this long (a slow receiver keeps attempts in flight).
@@ -151,7 +158,9 @@ async fn receive(
 ) -> Response {
     let (reply, delay) = {
         let mut recorded = recorded.lock().expect("lock");
-        let reply = recorded.script.pop_front().unwrap_or(Reply::status(200));
+        let flaky = recorded.fail_every > 0 && (recorded.requests.len() + 1) % recorded.fail_every == 0;
+        let unscripted = Reply::status(if flaky { 500 } else { 200 });
+        let reply = recorded.script.pop_front().unwrap_or(unscripted);
         recorded.requests.push(ReceivedRequest {
             headers,
             body,
