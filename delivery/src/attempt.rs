@@ -197,7 +197,7 @@ impl AttemptRunner {
         let decision = policy
             .decide(
                 job.attempt_number,
-                job.event.accepted_at,
+                job.event.due_since(),
                 report.finished_at,
                 report.result,
                 rand::random(),
@@ -345,7 +345,7 @@ impl AttemptRunner {
             _ => until,
         };
         let deadline =
-            job.event.accepted_at + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
+            job.event.due_since() + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
         if due_at > deadline {
             let message = match reason {
                 ErrorClass::CircuitOpen => {

@@ -70,12 +70,13 @@ impl RetryPolicy {
         }
     }
 
-    /// Decides after attempt number `attempt_number` (1-based) finished at `now`.
+    /// Decides after attempt number `attempt_number` (1-based) finished at `now`, for a
+    /// delivery due since `due_since` (the deadline counts from there).
     /// `jitter` in `[0, 1)` spreads retries of many deliveries that failed together.
     pub fn decide(
         &self,
         attempt_number: u32,
-        accepted_at: DateTime<Utc>,
+        due_since: DateTime<Utc>,
         now: DateTime<Utc>,
         result: AttemptResult,
         jitter: f64,
@@ -93,7 +94,7 @@ impl RetryPolicy {
             delay = delay.max(requested.min(self.max_delay));
         }
         let next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-        let deadline = accepted_at + chrono::Duration::from_std(self.deadline).unwrap_or_default();
+        let deadline = due_since + chrono::Duration::from_std(self.deadline).unwrap_or_default();
         if next_attempt_at > deadline {
             return Decision::done(AttemptOutcome::DeadLettered);
         }

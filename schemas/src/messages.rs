@@ -36,6 +36,16 @@ pub struct EventAccepted {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl EventAccepted {
+    /// When its deliveries became due: at acceptance, or at `deliver_after` for a scheduled
+    /// event. Retry deadlines count from here, so a scheduled delivery gets its whole retry
+    /// schedule however far ahead it was scheduled.
+    pub fn due_since(&self) -> DateTime<Utc> {
+        self.deliver_after
+            .map_or(self.accepted_at, |after| after.max(self.accepted_at))
+    }
+}
+
 /// How one attempt ended, and so what happens to its delivery next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -1,7 +1,7 @@
 //! Which endpoints an event reaches: the endpoint's event-type filter, `target_endpoints`,
 //! and disabled endpoints.
 
-use herald_tests::receiver::Receiver;
+use herald_tests::receiver::{Receiver, Reply};
 use herald_tests::{wait_until, Api};
 use serde_json::json;
 use std::time::Duration;
@@ -228,5 +228,37 @@ async fn a_rate_limited_endpoint_receives_at_its_pace_and_nothing_fails() -> any
         .send()
         .await?;
     assert_eq!(response.status(), 422);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scheduled_delivery_gets_its_whole_retry_schedule_from_when_it_became_due(
+) -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("scheduled-retries").await?;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::status(503), Reply::status(503)]);
+    // A 2 s deadline, counted from acceptance, would be over before the first attempt.
+    api.create_endpoint(
+        &tenant,
+        json!({
+            "url": receiver.url,
+            "retry_policy": { "max_attempts": 5, "initial_delay_ms": 200, "multiplier": 1.0,
+                              "max_delay_ms": 200, "deadline_ms": 2000 }
+        }),
+    )
+    .await?;
+    let deliver_after = chrono::Utc::now() + chrono::Duration::milliseconds(2500);
+    let event_id = api
+        .send_event(
+            &tenant,
+            json!({ "type": "t", "payload": {}, "deliver_after": deliver_after }),
+        )
+        .await?;
+    let event = api
+        .wait_for_event_status(&tenant, &event_id, "delivered")
+        .await?;
+    assert_eq!(event["deliveries"][0]["attempt_count"], 3);
+    assert_eq!(receiver.count(), 3);
     Ok(())
 }
