@@ -134,7 +134,9 @@ pub async fn create_event(
         tracing::warn!(%error, %tenant_id, %event_id, "event not known to be appended");
         let advice = match idempotency_key {
             Some(_) => "retry with the same idempotency key",
-            None => "retry later, with an idempotency key so that a retry cannot create the event twice",
+            None => {
+                "retry later, with an idempotency key so that a retry cannot create the event twice"
+            }
         };
         return Err(ApiError::Unavailable(format!(
             "the event log did not acknowledge the event; {advice}"

@@ -177,9 +177,11 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and 57
         // (operator intervention: shutting down, crash recovery, starting up).
-        sqlx::Error::Database(database) => database
-            .code()
-            .is_some_and(|code| ["08", "53", "57"].iter().any(|class| code.starts_with(class))),
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
         _ => false,
     }
 }

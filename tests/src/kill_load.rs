@@ -63,8 +63,12 @@ pub async fn send_with_repeats(
     let end = Instant::now() + deadline;
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (api, tenant, outcome, progress) =
-            (api.clone(), tenant.clone(), outcome.clone(), progress.clone());
+        let (api, tenant, outcome, progress) = (
+            api.clone(),
+            tenant.clone(),
+            outcome.clone(),
+            progress.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut pace = tokio::time::interval(every);
             pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +100,8 @@ async fn send_until_accepted(
     progress: &Progress,
 ) {
     let key = format!("kill-{index}");
-    let body = json!({ "type": "kill.test", "payload": { "index": index }, "idempotency_key": key });
+    let body =
+        json!({ "type": "kill.test", "payload": { "index": index }, "idempotency_key": key });
     let mut pause = Duration::from_millis(20);
     // Every tenth event is sent once more after its 202: the repeat must name the same event.
     let mut confirmations_left = usize::from(index.is_multiple_of(10));
@@ -126,7 +131,9 @@ async fn send_until_accepted(
         {
             let mut outcome = outcome.lock().expect("lock");
             *outcome.refusals.entry(status).or_default() += 1;
-            let problem = answer["detail"].as_str().is_some_and(|detail| !detail.is_empty());
+            let problem = answer["detail"]
+                .as_str()
+                .is_some_and(|detail| !detail.is_empty());
             if status >= 500 && !(status == 503 && problem) {
                 outcome
                     .violations
@@ -200,7 +207,12 @@ pub async fn read_log(api: &Api) -> Result<LogContents> {
             .context("the log's message stream ended")??;
         let sequence = message.info().map_err(anyhow::Error::msg)?.stream_sequence;
         let decoded: Value = serde_json::from_slice(&message.payload)?;
-        let id = |field: &str| decoded["data"][field].as_str().unwrap_or_default().to_owned();
+        let id = |field: &str| {
+            decoded["data"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
         match decoded["type"].as_str() {
             Some("event.accepted.v1") => *contents.events.entry(id("event_id")).or_default() += 1,
             Some("attempt.recorded.v1") => {
@@ -236,7 +248,10 @@ pub async fn check_nothing_lost(
 
     let delivered = wait_until(within, "every accepted event delivered", || async {
         let received = received();
-        let missing = accepted.iter().filter(|id| !received.contains(**id)).count();
+        let missing = accepted
+            .iter()
+            .filter(|id| !received.contains(**id))
+            .count();
         (missing == 0).then_some(received)
     })
     .await
@@ -290,25 +305,29 @@ pub async fn check_nothing_lost(
         accepted.len()
     );
 
-    let log = wait_until(within, "both read models to hold every attempt of the log", || async {
-        let log = read_log(api).await.ok()?;
-        let (postgres_rows, postgres_distinct): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT attempt_id) FROM attempts WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_one(&pool)
-        .await
-        .ok()?;
-        let clickhouse = api
-            .clickhouse("SELECT count(), uniqExact(attempt_id) FROM attempts")
+    let log = wait_until(
+        within,
+        "both read models to hold every attempt of the log",
+        || async {
+            let log = read_log(api).await.ok()?;
+            let (postgres_rows, postgres_distinct): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(DISTINCT attempt_id) FROM attempts WHERE tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .fetch_one(&pool)
             .await
             .ok()?;
-        let log_attempts = log.attempts.len() as i64;
-        let agree = postgres_rows == log_attempts
-            && postgres_distinct == log_attempts
-            && clickhouse == format!("{log_attempts}\t{log_attempts}");
-        agree.then_some(log)
-    })
+            let clickhouse = api
+                .clickhouse("SELECT count(), uniqExact(attempt_id) FROM attempts")
+                .await
+                .ok()?;
+            let log_attempts = log.attempts.len() as i64;
+            let agree = postgres_rows == log_attempts
+                && postgres_distinct == log_attempts
+                && clickhouse == format!("{log_attempts}\t{log_attempts}");
+            agree.then_some(log)
+        },
+    )
     .await
     .with_context(|| "the read models do not hold exactly the attempts of the log")?;
 
@@ -317,7 +336,11 @@ pub async fn check_nothing_lost(
         repeated.is_empty(),
         "events appended more than once: {repeated:?}"
     );
-    let repeated: Vec<_> = log.attempts.iter().filter(|(_, count)| **count > 1).collect();
+    let repeated: Vec<_> = log
+        .attempts
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .collect();
     ensure!(repeated.is_empty(), "attempts recorded twice: {repeated:?}");
     if log.events.len() != accepted.len() {
         bail!(

@@ -3,8 +3,8 @@
 //! resources named uniquely for this run; and real HTTP receivers that tests program.
 
 pub mod kill_load;
-pub mod private_stack;
 pub mod nats_cluster;
+pub mod private_stack;
 pub mod process;
 pub mod receiver;
 pub mod signature;

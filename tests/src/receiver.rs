@@ -158,7 +158,8 @@ async fn receive(
 ) -> Response {
     let (reply, delay) = {
         let mut recorded = recorded.lock().expect("lock");
-        let flaky = recorded.fail_every > 0 && (recorded.requests.len() + 1) % recorded.fail_every == 0;
+        let flaky =
+            recorded.fail_every > 0 && (recorded.requests.len() + 1) % recorded.fail_every == 0;
         let unscripted = Reply::status(if flaky { 500 } else { 200 });
         let reply = recorded.script.pop_front().unwrap_or(unscripted);
         recorded.requests.push(ReceivedRequest {
