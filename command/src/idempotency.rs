@@ -110,9 +110,12 @@ impl IdempotencyKeys {
         if inserted == 1 {
             return Ok(Claim::Claimed);
         }
+        // An event the read model holds is in the log even if its confirmation was lost; this
+        // matters past the log's duplicate window, where appending again would keep a copy.
         let (request_hash, original, appended): (Vec<u8>, uuid::Uuid, bool) = sqlx::query_as(
-            "SELECT request_hash, event_id, appended_at IS NOT NULL FROM idempotency_keys \
-             WHERE tenant_id = $1 AND idempotency_key = $2",
+            "SELECT k.request_hash, k.event_id, \
+               k.appended_at IS NOT NULL OR EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = k.event_id) \
+             FROM idempotency_keys AS k WHERE k.tenant_id = $1 AND k.idempotency_key = $2",
         )
         .bind(tenant_id.as_uuid())
         .bind(key)

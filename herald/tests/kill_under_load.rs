@@ -117,9 +117,13 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
             Victim::Service(service) => installation.process(service).kill()?,
             Victim::Store(server) => stack.kill(server)?,
         }
-        // Down long enough for the clients to notice (or two seconds, for components they
-        // never talk to).
-        let _ = wait_until(Duration::from_secs(2), "the clients to notice", || async {
+        // Down until the clients notice: a store longer than Herald waits for it (5 s), so
+        // that requests are refused; anything else for two seconds at most.
+        let outage = match victim {
+            Victim::Store(_) => Duration::from_secs(12),
+            _ => Duration::from_secs(2),
+        };
+        let _ = wait_until(outage, "the clients to notice", || async {
             (progress.refused.load(Ordering::Relaxed) > refused_before + 20).then_some(())
         })
         .await;
@@ -143,6 +147,15 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
     }
     let outcome = load.await?;
     let load_took = started.elapsed();
+    // Ingest needs the log and Postgres: while either is down, requests get a 503 problem
+    // (`check_nothing_lost` fails on any other 5xx).
+    if matches!(victim, Victim::Store(Server::Nats | Server::Postgres)) {
+        anyhow::ensure!(
+            outcome.refusals.get(&503).copied().unwrap_or(0) > 0,
+            "no request was refused while {victim:?} was down: {:?}",
+            outcome.refusals
+        );
+    }
     let log = check_nothing_lost(
         &api,
         &tenant,
@@ -208,8 +221,8 @@ async fn killing_clickhouse_loses_no_accepted_event() -> anyhow::Result<()> {
 /// a log that is down, and Herald dies right then. The client's repeat must get the event
 /// into the log (under the id it was claimed for) and it must be delivered.
 #[tokio::test]
-async fn a_request_killed_between_claim_and_append_is_completed_by_its_repeat(
-) -> anyhow::Result<()> {
+async fn a_request_killed_between_claim_and_append_is_completed_by_its_repeat() -> anyhow::Result<()>
+{
     let _turn = TURN.lock().await;
     let stack = PrivateStack::start("claim")?;
     let mut herald =
@@ -237,7 +250,10 @@ async fn a_request_killed_between_claim_and_append_is_completed_by_its_repeat(
         claimed.map(|_| ())
     })
     .await?;
-    anyhow::ensure!(!first.is_finished(), "the first request was answered before the kill");
+    anyhow::ensure!(
+        !first.is_finished(),
+        "the first request was answered before the kill"
+    );
     herald.kill()?;
     let _ = first.await;
     stack.up()?;
