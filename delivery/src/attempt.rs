@@ -4,7 +4,7 @@
 
 use crate::circuit_breaker::{Admission, Transition};
 use crate::endpoint_breakers::EndpointBreakers;
-use crate::endpoint_concurrency::EndpointConcurrency;
+use crate::endpoint_concurrency::{Busy, EndpointConcurrency};
 use crate::endpoint_registry::{EndpointRegistry, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
 use crate::rate_limit::KeyedBuckets;
@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use herald_log::outbox::Outbox;
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::{
-    AttemptId, AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened,
-    EndpointId, ErrorClass, EventAccepted, LogMessage, RateLimit, RetryDue,
+    AttemptId, AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred,
+    EndpointCircuitClosed, EndpointCircuitOpened, EndpointId, ErrorClass, EventAccepted,
+    LogMessage, RateLimit, RetryDue,
 };
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -133,14 +134,14 @@ impl AttemptRunner {
         }
         if let Some(after) = job.event.deliver_after {
             if after - now > chrono::Duration::milliseconds(SCHEDULE_SLACK_MS) {
-                return self.defer(&job, after).await;
+                return self.defer(&job, after, None).await;
             }
         }
         let report = match endpoint.as_deref() {
             Some(target) if target.enabled => {
                 if let Some(until) = self.breakers.parked_until(job.endpoint_id, Utc::now()) {
                     return self
-                        .park(&job, &policy, until, ErrorClass::CircuitOpen)
+                        .park(&job, &policy, until, DeferralReason::CircuitOpen)
                         .await;
                 }
                 if job.charged_to_retry_budget() {
@@ -148,21 +149,36 @@ impl AttemptRunner {
                         let until =
                             Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                         return self
-                            .park(&job, &policy, until, ErrorClass::RetryBudget)
+                            .park(&job, &policy, until, DeferralReason::RetryBudget)
                             .await;
                     }
                 }
-                let _endpoint_slot = self.per_endpoint.acquire(job.endpoint_id).await;
+                // A lane holds one delivery at most and must not be overtaken: it waits.
+                let _endpoint_slot = match job.in_lane {
+                    true => self.per_endpoint.acquire_waiting(job.endpoint_id).await,
+                    false => match self.per_endpoint.acquire(job.endpoint_id).await {
+                        Ok(slot) => Some(slot),
+                        Err(Busy { retry_in }) => {
+                            let until = Utc::now()
+                                + chrono::Duration::from_std(retry_in).unwrap_or_default();
+                            return self
+                                .park(&job, &policy, until, DeferralReason::EndpointBusy)
+                                .await;
+                        }
+                    },
+                };
                 // Pacing comes before the breaker: a probe, once admitted, must be sent.
                 if let Some(limit) = target.rate_limit {
                     if let Some(due_at) = self.pace(job.endpoint_id, limit).await {
-                        return self.defer(&job, due_at).await;
+                        return self
+                            .defer(&job, due_at, Some(DeferralReason::RateLimited))
+                            .await;
                     }
                 }
                 if let Admission::Park { until } = self.breakers.admit(job.endpoint_id, Utc::now())
                 {
                     return self
-                        .park(&job, &policy, until, ErrorClass::CircuitOpen)
+                        .park(&job, &policy, until, DeferralReason::CircuitOpen)
                         .await;
                 }
                 let _retry_permit = match job.attempt_number > 1 {
@@ -314,32 +330,56 @@ impl AttemptRunner {
     }
 
     /// The delivery is not attempted now but at `until`, with the same attempt number: in the
-    /// retry queue, or in its lane.
+    /// retry queue, or in its lane. Outside a lane the deferral is also recorded in the log
+    /// (unless it is the event's own schedule, which the read model knows), so that the read
+    /// model knows when the delivery is due and why it waits.
     async fn defer(
         &self,
         job: &DeliveryJob,
         until: DateTime<Utc>,
+        reason: Option<DeferralReason>,
     ) -> Result<JobOutcome, AttemptError> {
-        if !job.in_lane {
-            self.retries
-                .schedule(&job.retry(job.attempt_number, until))
-                .await?;
+        if job.in_lane {
+            return Ok(JobOutcome::Deferred { until });
+        }
+        let retry = job.retry(job.attempt_number, until);
+        let scheduled = self.retries.schedule(&retry);
+        match reason {
+            Some(reason) => {
+                let event = &job.event;
+                let deferred = LogMessage::DeliveryDeferred(DeliveryDeferred {
+                    event_id: event.event_id,
+                    endpoint_id: job.endpoint_id,
+                    tenant_id: event.tenant_id,
+                    attempt_number: job.attempt_number,
+                    deferred_at: Utc::now(),
+                    until,
+                    reason,
+                });
+                let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
+                let recorded = self.publisher.publish(subject, &deferred);
+                let (scheduled, recorded) = tokio::join!(scheduled, recorded);
+                scheduled?;
+                recorded?;
+            }
+            None => scheduled.await?,
         }
         Ok(JobOutcome::Deferred { until })
     }
 
     /// The delivery must wait until `until` without being attempted (circuit breaker open,
-    /// retry budget spent); its deadline still runs, and a wait past it dead-letters it.
+    /// retry budget spent, endpoint busy); its deadline still runs, and a wait past it
+    /// dead-letters it.
     async fn park(
         &self,
         job: &DeliveryJob,
         policy: &RetryPolicy,
         until: DateTime<Utc>,
-        reason: ErrorClass,
+        reason: DeferralReason,
     ) -> Result<JobOutcome, AttemptError> {
         let due_at = match reason {
             // Spread the endpoint's parked deliveries over half a second after it reopens.
-            ErrorClass::CircuitOpen => {
+            DeferralReason::CircuitOpen => {
                 until + chrono::Duration::milliseconds(rand::random::<u16>() as i64 % 500)
             }
             _ => until,
@@ -347,23 +387,26 @@ impl AttemptRunner {
         let deadline =
             job.event.due_since() + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
         if due_at > deadline {
-            let message = match reason {
-                ErrorClass::CircuitOpen => {
-                    "the deadline passed while the endpoint's circuit breaker was open"
-                }
-                _ => "the deadline passed while the retry budget was spent",
+            let (class, message) = match reason {
+                DeferralReason::CircuitOpen => (
+                    ErrorClass::CircuitOpen,
+                    "the deadline passed while the endpoint's circuit breaker was open",
+                ),
+                DeferralReason::EndpointBusy => (
+                    ErrorClass::EndpointBusy,
+                    "the deadline passed while the endpoint had as many requests in flight as it may have",
+                ),
+                DeferralReason::RetryBudget | DeferralReason::RateLimited => (
+                    ErrorClass::RetryBudget,
+                    "the deadline passed while the retry budget was spent",
+                ),
             };
             return self
-                .end_unsent(
-                    job,
-                    reason,
-                    message.to_owned(),
-                    AttemptOutcome::DeadLettered,
-                )
+                .end_unsent(job, class, message.to_owned(), AttemptOutcome::DeadLettered)
                 .await;
         }
         tracing::debug!(%due_at, reason = reason.as_str(), "parked");
-        self.defer(job, due_at).await
+        self.defer(job, due_at, Some(reason)).await
     }
 
     /// Tells every worker (and subscribers) that this endpoint's breaker changed.

@@ -37,6 +37,10 @@ pub struct DeliveryConfig {
     /// Retry attempts this process makes a minute at most (0: no limit); retries over it wait
     /// for a later slot. First attempts are never held back by it.
     pub retry_budget_per_minute: u32,
+    /// An unfinished delivery this far past due in the read model is taken for lost by the
+    /// log and dispatched again (never less than `ack_wait_ms + request_timeout_ms`, the
+    /// longest a delivery held by a process that died waits for the log to hand it out again).
+    pub overdue_after_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -62,11 +66,19 @@ impl Default for DeliveryConfig {
             retry_max_delay_ms: retry.max_delay.as_millis() as u64,
             retry_deadline_ms: retry.deadline.as_millis() as u64,
             retry_budget_per_minute: 120_000,
+            overdue_after_ms: 120_000,
         }
     }
 }
 
 impl DeliveryConfig {
+    pub fn overdue_after(&self) -> Duration {
+        Duration::from_millis(
+            self.overdue_after_ms
+                .max(self.ack_wait_ms + self.request_timeout_ms),
+        )
+    }
+
     pub fn breaker_policy(&self) -> BreakerPolicy {
         BreakerPolicy {
             failure_threshold: self.breaker_failure_threshold.max(1),

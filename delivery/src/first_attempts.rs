@@ -3,7 +3,9 @@
 //! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
 
 use crate::attempt::{AttemptRunner, DeliveryJob};
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use herald_log::DurableConsumer;
 use herald_schemas::LogMessage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,30 +20,36 @@ pub const CONSUMER_NAME: &str = "delivery";
 /// nobody reads it any more, and then wait out the whole ack wait.
 pub const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
-pub async fn consumer(
-    log_stream: &jetstream::stream::Stream,
+pub fn consumer(
     events_filter: String,
     ack_wait: Duration,
     max_ack_pending: i64,
-) -> Result<PullConsumer, String> {
-    herald_log::durable_consumer(
-        log_stream,
-        CONSUMER_NAME,
-        events_filter,
+) -> DurableConsumer {
+    DurableConsumer {
+        name: CONSUMER_NAME.to_owned(),
+        filter_subject: events_filter,
         ack_wait,
         max_ack_pending,
-    )
-    .await
+    }
 }
 
-pub async fn run(
+/// Hands every event to its deliveries until `shutdown`; a consumer the log lost is created
+/// again reading from `start`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<S, SFut>(
     runner: Arc<AttemptRunner>,
+    spec: DurableConsumer,
+    log_stream: jetstream::stream::Stream,
     consumer: PullConsumer,
+    start: S,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
-) {
-    herald_log::consume(&consumer, "events", &shutdown, |message| {
+) where
+    S: Fn() -> SFut,
+    SFut: std::future::Future<Output = DeliverPolicy>,
+{
+    spec.consume_durably(&log_stream, consumer, start, &shutdown, |message| {
         tracker.spawn(deliver_event(runner.clone(), message, hard_stop.clone()));
         std::future::ready(())
     })

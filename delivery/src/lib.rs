@@ -11,7 +11,9 @@ pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
+pub mod log_position;
 pub mod ordered_lanes;
+pub mod overdue;
 pub mod rate_limit;
 pub mod replays;
 pub mod retry_budget;
@@ -90,31 +92,54 @@ pub async fn run(
         in_flight: Semaphore::new(config.max_in_flight.max(1)),
         retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
         retry_budget: RetryBudget::new(config.retry_budget_per_minute),
-        per_endpoint: EndpointConcurrency::new(config.max_in_flight_per_endpoint),
+        per_endpoint: EndpointConcurrency::new(
+            config.max_in_flight_per_endpoint,
+            config.max_in_flight,
+        ),
         breakers: EndpointBreakers::new(config.breaker_policy()),
         rate_limits: Default::default(),
     });
-    let events = first_attempts::consumer(
-        &log_stream,
+    // Consumers of the log stream that must be created start after the read model's position
+    // (`log_position`), never at the beginning of a log that already has a history.
+    let checkpoint = namespace.postgres_checkpoint();
+    let start = {
+        let (pool, checkpoint) = (pool.clone(), checkpoint.clone());
+        move || {
+            let (pool, checkpoint) = (pool.clone(), checkpoint.clone());
+            async move { log_position::after_read_model(&pool, &checkpoint).await }
+        }
+    };
+    let events_spec = first_attempts::consumer(
         namespace.events_filter(),
         ack_wait,
         (config.max_in_flight * 4) as i64,
-    )
-    .await
-    .map_err(DeliveryError::Log)?;
-    let replay_requests = replays::consumer(&log_stream, namespace.replays_filter())
+    );
+    let events = events_spec
+        .open(&log_stream, start().await)
         .await
-        .map_err(DeliveryError::Log)?;
+        .map_err(|error| DeliveryError::Log(error.to_string()))?;
+    let replays_spec = replays::consumer(namespace.replays_filter());
+    let replay_requests = replays_spec
+        .open(&log_stream, start().await)
+        .await
+        .map_err(|error| DeliveryError::Log(error.to_string()))?;
     let lanes = Arc::new(OrderedLanes::new(
         runner.clone(),
-        pool,
+        pool.clone(),
         log_stream.clone(),
         namespace.clone(),
         total,
     ));
+    let overdue = overdue::OverdueDeliveries {
+        pool: pool.clone(),
+        retries: runner.retries.clone(),
+        log_stream: log_stream.clone(),
+        checkpoint,
+        overdue_after: config.overdue_after(),
+    };
     let retry_worker = Arc::new(RetryWorker {
         runner: runner.clone(),
-        log_stream,
+        log_stream: log_stream.clone(),
         retry_stream,
         ack_wait,
     });
@@ -124,7 +149,10 @@ pub async fn run(
     let mut loops = Vec::new();
     loops.push(tokio::spawn(first_attempts::run(
         runner.clone(),
+        events_spec,
+        log_stream.clone(),
         events,
+        start.clone(),
         tracker.clone(),
         shutdown.clone(),
         hard_stop.clone(),
@@ -133,7 +161,7 @@ pub async fn run(
         let consumer = retry_worker
             .consumer(tier)
             .await
-            .map_err(DeliveryError::Log)?;
+            .map_err(|error| DeliveryError::Log(error.to_string()))?;
         loops.push(tokio::spawn(retry_worker.clone().run_tier(
             tier,
             consumer,
@@ -142,9 +170,13 @@ pub async fn run(
             hard_stop.clone(),
         )));
     }
+    loops.push(tokio::spawn(overdue.run(shutdown.clone())));
     loops.push(tokio::spawn(replays::run(
         runner.retries.clone(),
+        replays_spec,
+        log_stream,
         replay_requests,
+        start,
         shutdown.clone(),
     )));
     // In the tracker: on shutdown, lanes finish their attempt within the grace period.

@@ -2,31 +2,40 @@
 //! to the retry queue, due now, so replays share the retry path (breakers, tiers, records).
 
 use crate::retry_queue::RetryScheduler;
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
+use herald_log::DurableConsumer;
 use herald_schemas::{LogMessage, ReplayRequested, RetryDue};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const CONSUMER_NAME: &str = "replays";
 
-pub async fn consumer(
-    log_stream: &jetstream::stream::Stream,
-    replays_filter: String,
-) -> Result<PullConsumer, String> {
+pub fn consumer(replays_filter: String) -> DurableConsumer {
     // 1 000 unacknowledged requests is the server's default; replays are few.
-    herald_log::durable_consumer(
-        log_stream,
-        CONSUMER_NAME,
-        replays_filter,
-        Duration::from_secs(30),
-        1_000,
-    )
-    .await
+    DurableConsumer {
+        name: CONSUMER_NAME.to_owned(),
+        filter_subject: replays_filter,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1_000,
+    }
 }
 
-pub async fn run(retries: RetryScheduler, consumer: PullConsumer, shutdown: CancellationToken) {
-    herald_log::consume(&consumer, "replay requests", &shutdown, |message| {
+/// Schedules every replay request until `shutdown`; a consumer the log lost is created again
+/// reading from `start`.
+pub async fn run<S, SFut>(
+    retries: RetryScheduler,
+    spec: DurableConsumer,
+    log_stream: jetstream::stream::Stream,
+    consumer: PullConsumer,
+    start: S,
+    shutdown: CancellationToken,
+) where
+    S: Fn() -> SFut,
+    SFut: std::future::Future<Output = DeliverPolicy>,
+{
+    spec.consume_durably(&log_stream, consumer, start, &shutdown, |message| {
         let retries = retries.clone();
         async move {
             let kind = match LogMessage::decode(&message.payload) {

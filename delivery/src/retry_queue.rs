@@ -10,10 +10,11 @@
 //! unacknowledged retries come back to another worker after the ack wait.
 
 use crate::attempt::{AttemptRunner, DeliveryJob};
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use herald_log::{LogError, LogPublisher};
+use herald_log::{DurableConsumer, LogError, LogPublisher};
 use herald_schemas::{EventAccepted, LogMessage, RetryDue};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,20 @@ impl RetryScheduler {
             .await
             .map(|_| ())
     }
+
+    /// Schedules a retry that several processes may schedule at once (a delivery found
+    /// overdue): the log keeps one per delivery and attempt number.
+    pub async fn redispatch(&self, retry: &RetryDue) -> Result<(), LogError> {
+        let subject = self.publisher.namespace().retry_subject(TIERS[0].name);
+        let message_id = format!(
+            "redispatch-{}-{}-{}",
+            retry.event_id, retry.endpoint_id, retry.attempt_number
+        );
+        self.publisher
+            .publish_once(subject, &LogMessage::RetryDue(retry.clone()), message_id)
+            .await
+            .map(|_| ())
+    }
 }
 
 /// Everything a tier consumer needs.
@@ -99,16 +114,17 @@ pub struct RetryWorker {
 }
 
 impl RetryWorker {
-    pub async fn consumer(&self, tier: RetryTier) -> Result<PullConsumer, String> {
+    /// A tier's consumer, created if the server has none. The retry stream is a work queue
+    /// (it holds only what is still to do), so a consumer created again reads all of it.
+    pub async fn consumer(&self, tier: RetryTier) -> Result<PullConsumer, LogError> {
         let namespace = self.runner.publisher.namespace();
-        let name = format!("retry_{}", tier.name);
-        herald_log::durable_consumer(
-            &self.retry_stream,
-            &name,
-            namespace.retry_subject(tier.name),
-            self.ack_wait,
-            10_000,
-        )
+        DurableConsumer {
+            name: format!("retry_{}", tier.name),
+            filter_subject: namespace.retry_subject(tier.name),
+            ack_wait: self.ack_wait,
+            max_ack_pending: 10_000,
+        }
+        .open(&self.retry_stream, DeliverPolicy::All)
         .await
     }
 
@@ -117,7 +133,7 @@ impl RetryWorker {
     pub async fn run_tier(
         self: Arc<Self>,
         tier: RetryTier,
-        consumer: PullConsumer,
+        mut consumer: PullConsumer,
         tracker: TaskTracker,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
@@ -133,6 +149,16 @@ impl RetryWorker {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(tier = tier.name, %error, "retry pull failed");
+                    if herald_log::is_lost(&consumer).await {
+                        tracing::error!(
+                            tier = tier.name,
+                            "the log lost this tier's consumer; creating it again"
+                        );
+                        if let Ok(created) = self.consumer(tier).await {
+                            consumer = created;
+                            continue;
+                        }
+                    }
                     pause(&shutdown, Duration::from_secs(1)).await;
                     continue;
                 }

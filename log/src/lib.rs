@@ -1,6 +1,7 @@
 //! Herald's JetStream I/O shared by every service: the stream definitions and a publisher
 //! that returns only once the log has acknowledged a message (so it is durable).
 
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, stream};
 use herald_schemas::{LogMessage, Namespace};
 use std::time::Duration;
@@ -11,6 +12,8 @@ pub enum LogError {
     Publish(#[from] jetstream::context::PublishError),
     #[error("could not create or update stream `{name}`: {reason}")]
     Stream { name: String, reason: String },
+    #[error("could not create consumer `{name}`: {reason}")]
+    Consumer { name: String, reason: String },
 }
 
 pub mod outbox;
@@ -85,39 +88,109 @@ impl LogPublisher {
     }
 }
 
-/// A durable pull consumer with explicit acknowledgements, created if it does not exist.
-pub async fn durable_consumer(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    filter_subject: String,
-    ack_wait: Duration,
-    max_ack_pending: i64,
-) -> Result<jetstream::consumer::PullConsumer, String> {
-    stream
-        .get_or_create_consumer(
-            name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.to_owned()),
-                filter_subject,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|error| format!("consumer {name}: {error}"))
+/// A durable pull consumer with explicit acknowledgements: what it is, so that it can be
+/// created at start and created again should the server lose it.
+#[derive(Clone, Debug)]
+pub struct DurableConsumer {
+    pub name: String,
+    pub filter_subject: String,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+}
+
+impl DurableConsumer {
+    /// Binds to the consumer, creating it to read from `start` if the server has none.
+    pub async fn open(
+        &self,
+        stream: &jetstream::stream::Stream,
+        start: DeliverPolicy,
+    ) -> Result<PullConsumer, LogError> {
+        stream
+            .get_or_create_consumer(
+                &self.name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(self.name.clone()),
+                    filter_subject: self.filter_subject.clone(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: self.max_ack_pending,
+                    deliver_policy: start,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| LogError::Consumer {
+                name: self.name.clone(),
+                reason: error.to_string(),
+            })
+    }
+
+    /// Hands every message to `handle`, as [`consume`] does, and creates the consumer again
+    /// (reading from what `start` says then) whenever the server has lost it, until
+    /// `shutdown`.
+    pub async fn consume_durably<F, Fut, S, SFut>(
+        &self,
+        stream: &jetstream::stream::Stream,
+        mut consumer: PullConsumer,
+        start: S,
+        shutdown: &tokio_util::sync::CancellationToken,
+        mut handle: F,
+    ) where
+        F: FnMut(jetstream::Message) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+        S: Fn() -> SFut,
+        SFut: std::future::Future<Output = DeliverPolicy>,
+    {
+        while let Consumed::ConsumerLost =
+            consume(&consumer, &self.name, shutdown, &mut handle).await
+        {
+            loop {
+                let start = start().await;
+                tracing::error!(consumer = %self.name, ?start, "the log lost this consumer; creating it again");
+                match self.open(stream, start).await {
+                    Ok(created) => {
+                        consumer = created;
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%error, "consumer not created; retrying"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Whether the server no longer knows `consumer` (deleted, or lost with the server's state),
+/// as opposed to being unreachable for a while.
+pub async fn is_lost(consumer: &PullConsumer) -> bool {
+    use jetstream::context::ConsumerInfoErrorKind;
+    matches!(
+        consumer.get_info().await,
+        Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound
+    )
+}
+
+/// Why [`consume`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Consumed {
+    Shutdown,
+    /// The server no longer knows the consumer: it must be created again.
+    ConsumerLost,
 }
 
 /// Hands every message of a durable pull consumer to `handle`, in order, until `shutdown`;
 /// reconnects after errors. Pull requests are short-lived (5 s) so that those of a stopped
 /// process do not linger at the server and swallow redeliveries.
 pub async fn consume<F, Fut>(
-    consumer: &jetstream::consumer::PullConsumer,
+    consumer: &PullConsumer,
     what: &str,
     shutdown: &tokio_util::sync::CancellationToken,
     mut handle: F,
-) where
+) -> Consumed
+where
     F: FnMut(jetstream::Message) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -133,16 +206,19 @@ pub async fn consume<F, Fut>(
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(%error, what, "cannot pull from the log; retrying");
+                if is_lost(consumer).await {
+                    return Consumed::ConsumerLost;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return Consumed::Shutdown,
                 }
             }
         };
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Consumed::Shutdown,
             };
             match next {
                 Some(Ok(message)) => handle(message).await,
@@ -153,7 +229,11 @@ pub async fn consume<F, Fut>(
                 None => break,
             }
         }
+        if is_lost(consumer).await {
+            return Consumed::ConsumerLost;
+        }
     }
+    Consumed::Shutdown
 }
 
 /// Calls `apply` with every decodable message published on `subject` (a core NATS

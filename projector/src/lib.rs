@@ -51,6 +51,7 @@ pub async fn run(
         .map_err(|error| ProjectorError::Log(error.to_string()))?;
     let postgres_run = postgres_projection::run(
         pool.clone(),
+        namespace.postgres_checkpoint(),
         log_stream.clone(),
         config.postgres_batch_messages,
         Duration::from_millis(config.postgres_batch_window_ms),

@@ -7,27 +7,23 @@
 //! even two instances running at once apply each message exactly once.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
-use crate::postgres_rows::{AttemptRows, DeliveryUpdates, EventRows, NewDeliveryRows};
+use crate::postgres_rows::{AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows};
 use async_nats::jetstream::{self, Message};
 use herald_schemas::LogMessage;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The checkpoint key: one per log stream, so installations (namespaces) sharing a database
-/// keep separate positions.
-pub fn projector_name(log_stream_name: &str) -> String {
-    format!("postgres/{log_stream_name}")
-}
-
+/// `name` is the checkpoint key (`Namespace::postgres_checkpoint`): one per log stream, so
+/// installations (namespaces) sharing a database keep separate positions.
 pub async fn run(
     pool: PgPool,
+    name: String,
     log_stream: jetstream::stream::Stream,
     max_batch: usize,
     window: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let name = projector_name(&log_stream.cached_info().config.name);
     while !shutdown.is_cancelled() {
         let checkpoint = match read_checkpoint(&pool, &name).await {
             Ok(checkpoint) => checkpoint,
@@ -134,6 +130,7 @@ pub async fn apply(
     let mut new_deliveries = NewDeliveryRows::default();
     let mut attempts = AttemptRows::default();
     let mut delivery_updates = DeliveryUpdates::default();
+    let mut deferrals = Deferrals::default();
     let mut last_sequence = checkpoint as u64;
     for message in batch {
         let sequence = sequence(message);
@@ -149,6 +146,7 @@ pub async fn apply(
                 attempts.push(&attempt, sequence);
                 delivery_updates.record(&attempt);
             }
+            Ok(LogMessage::DeliveryDeferred(deferred)) => deferrals.record(&deferred),
             Ok(_) => {}
             Err(error) => {
                 record_poison(
@@ -171,6 +169,7 @@ pub async fn apply(
     insert_attempts(&mut transaction, &attempts).await?;
     let touched_events = delivery_updates.event_ids();
     update_deliveries(&mut transaction, delivery_updates).await?;
+    defer_deliveries(&mut transaction, deferrals).await?;
     update_event_status(&mut transaction, &touched_events).await?;
     sqlx::query("UPDATE projector_checkpoints SET stream_sequence = $2, updated_at = now() WHERE projector = $1")
         .bind(name)
@@ -325,6 +324,32 @@ async fn update_deliveries(
     .bind(&rows.next_attempt_at)
     .bind(&rows.http_status)
     .bind(&rows.error_code)
+    .execute(&mut **transaction)
+    .await
+    .map(|_| ())
+}
+
+/// Moves the next attempt of deferred deliveries to when it is really due. A deferral of an
+/// attempt that has since been made (recorded earlier in this batch or before) is stale.
+async fn defer_deliveries(
+    transaction: &mut Transaction<'_, Postgres>,
+    deferrals: Deferrals,
+) -> Result<(), sqlx::Error> {
+    let rows = deferrals.into_rows();
+    if rows.event_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE deliveries AS d SET next_attempt_at = u.until, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[]) \
+           AS u(event_id, endpoint_id, attempt_number, until) \
+         WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id \
+           AND d.attempt_count < u.attempt_number AND d.status IN ('pending', 'retrying')",
+    )
+    .bind(&rows.event_id)
+    .bind(&rows.endpoint_id)
+    .bind(&rows.attempt_number)
+    .bind(&rows.until)
     .execute(&mut **transaction)
     .await
     .map(|_| ())

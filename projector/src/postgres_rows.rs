@@ -2,7 +2,7 @@
 //! table per batch instead of one per message.
 
 use chrono::{DateTime, Utc};
-use herald_schemas::{AttemptOutcome, AttemptRecorded, EventAccepted};
+use herald_schemas::{AttemptOutcome, AttemptRecorded, DeliveryDeferred, EventAccepted};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -83,6 +83,42 @@ pub struct DeliveryUpdateRows {
     pub error_code: Vec<Option<&'static str>>,
 }
 
+/// Deferred attempts: the latest deferral of each delivery touched by the batch.
+#[derive(Default)]
+pub struct Deferrals {
+    by_key: HashMap<(Uuid, Uuid), (u32, DateTime<Utc>)>,
+}
+
+#[derive(Default)]
+pub struct DeferralRows {
+    pub event_id: Vec<Uuid>,
+    pub endpoint_id: Vec<Uuid>,
+    pub attempt_number: Vec<i32>,
+    pub until: Vec<DateTime<Utc>>,
+}
+
+impl Deferrals {
+    /// Messages come in log order, so a later deferral replaces an earlier one.
+    pub fn record(&mut self, deferred: &DeliveryDeferred) {
+        self.by_key.insert(
+            (deferred.event_id.as_uuid(), deferred.endpoint_id.as_uuid()),
+            (deferred.attempt_number, deferred.until),
+        );
+    }
+
+    pub fn into_rows(self) -> DeferralRows {
+        let mut rows = DeferralRows::default();
+        for ((event_id, endpoint_id), (attempt_number, until)) in self.by_key {
+            rows.event_id.push(event_id);
+            rows.endpoint_id.push(endpoint_id);
+            rows.attempt_number
+                .push(attempt_number.min(i32::MAX as u32) as i32);
+            rows.until.push(until);
+        }
+        rows
+    }
+}
+
 /// An event is `delivered` when every delivery succeeded, `failed` when every delivery is
 /// over and at least one did not succeed, `delivering` once any attempt was made, and
 /// `pending` before that. (The same rule as the `UPDATE events` statement.)
@@ -132,7 +168,8 @@ impl EventRows {
             deliveries.status.push("pending");
             deliveries.attempt_count.push(0);
             deliveries.last_attempt_at.push(None);
-            deliveries.next_attempt_at.push(None);
+            // The first attempt is due at once, or when the event was scheduled for.
+            deliveries.next_attempt_at.push(Some(event.due_since()));
             deliveries.last_http_status.push(None);
             deliveries.last_error_code.push(None);
         }

@@ -14,8 +14,9 @@ pub mod subjects;
 pub use ids::{AttemptId, EndpointId, EventId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
-    AttemptOutcome, AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
-    EndpointDisabled, EndpointSecretRotated, EndpointSnapshot, ErrorClass, EventAccepted,
-    RateLimit, ReplayRequested, ReplayedDelivery, RetryDue, RetryPolicyOverride, TenantCreated,
+    AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred, EndpointCircuitClosed,
+    EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
+    EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayRequested, ReplayedDelivery,
+    RetryDue, RetryPolicyOverride, TenantCreated,
 };
 pub use subjects::Namespace;

@@ -5,9 +5,9 @@
 //! be upcast to the current one.
 
 use crate::messages::{
-    AttemptRecorded, EndpointCircuitClosed, EndpointCircuitOpened, EndpointCreated,
-    EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayRequested, RetryDue,
-    TenantCreated,
+    AttemptRecorded, DeliveryDeferred, EndpointCircuitClosed, EndpointCircuitOpened,
+    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayRequested,
+    RetryDue, TenantCreated,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,8 @@ pub enum LogMessage {
     EventAccepted(EventAccepted),
     #[serde(rename = "attempt.recorded.v1")]
     AttemptRecorded(AttemptRecorded),
+    #[serde(rename = "delivery.deferred.v1")]
+    DeliveryDeferred(DeliveryDeferred),
     #[serde(rename = "retry.due.v1")]
     RetryDue(RetryDue),
     #[serde(rename = "tenant.created.v1")]
@@ -66,6 +68,7 @@ impl LogMessage {
         match self {
             Self::EventAccepted(_) => "event.accepted.v1",
             Self::AttemptRecorded(_) => "attempt.recorded.v1",
+            Self::DeliveryDeferred(_) => "delivery.deferred.v1",
             Self::RetryDue(_) => "retry.due.v1",
             Self::TenantCreated(_) => "tenant.created.v1",
             Self::EndpointCreated(_) => "endpoint.created.v1",
@@ -90,6 +93,7 @@ impl LogMessage {
         let parsed = match envelope.kind {
             "event.accepted.v1" => serde_json::from_str(body).map(Self::EventAccepted),
             "attempt.recorded.v1" => serde_json::from_str(body).map(Self::AttemptRecorded),
+            "delivery.deferred.v1" => serde_json::from_str(body).map(Self::DeliveryDeferred),
             "retry.due.v1" => serde_json::from_str(body).map(Self::RetryDue),
             "tenant.created.v1" => serde_json::from_str(body).map(Self::TenantCreated),
             "endpoint.created.v1" => serde_json::from_str(body).map(Self::EndpointCreated),

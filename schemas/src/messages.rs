@@ -107,6 +107,9 @@ pub enum ErrorClass {
     CircuitOpen,
     /// The delivery's deadline passed while the global retry budget kept it waiting.
     RetryBudget,
+    /// The delivery's deadline passed while the endpoint had as many requests in flight and
+    /// waiting as it may have.
+    EndpointBusy,
     /// The event's `expires_at` passed before the delivery was made.
     Expired,
 }
@@ -126,6 +129,7 @@ impl ErrorClass {
             Self::EndpointUnavailable => "endpoint_unavailable",
             Self::CircuitOpen => "circuit_open",
             Self::RetryBudget => "retry_budget",
+            Self::EndpointBusy => "endpoint_busy",
             Self::Expired => "expired",
         }
     }
@@ -180,6 +184,46 @@ pub struct RetryDue {
     /// The number the next attempt will carry.
     pub attempt_number: u32,
     pub due_at: DateTime<Utc>,
+}
+
+/// A delivery's next attempt was put off without being made, until `until`. Recorded so that
+/// the read model knows when the delivery is really due (a delivery overdue there is one the
+/// log lost track of, and is dispatched again) and why it waits.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryDeferred {
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    /// The number the attempt will carry when it is made.
+    pub attempt_number: u32,
+    pub deferred_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub reason: DeferralReason,
+}
+
+/// Why an attempt was put off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeferralReason {
+    /// The endpoint's `rate_limit` allows no request before `until`.
+    RateLimited,
+    /// The endpoint's circuit breaker is open.
+    CircuitOpen,
+    /// The service's retry budget is spent.
+    RetryBudget,
+    /// The endpoint has as many requests in flight and waiting as it may have.
+    EndpointBusy,
+}
+
+impl DeferralReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::CircuitOpen => "circuit_open",
+            Self::RetryBudget => "retry_budget",
+            Self::EndpointBusy => "endpoint_busy",
+        }
+    }
 }
 
 /// A tenant was created by an operator.

@@ -4,7 +4,7 @@
 //! | stream          | subjects                         | holds                                   |
 //! |-----------------|----------------------------------|-----------------------------------------|
 //! | `<NS>_LOG`      | `<ns>.events.<tenant_id>`        | `event.accepted.v1`                     |
-//! |                 | `<ns>.attempts.<tenant_id>`      | `attempt.recorded.v1`                   |
+//! |                 | `<ns>.attempts.<tenant_id>`      | `attempt.recorded.v1`, `delivery.deferred.v1` |
 //! |                 | `<ns>.config.<tenant_id>`        | `tenant.created.v1`, `endpoint.*.v1`    |
 //! |                 | `<ns>.replays.<tenant_id>`       | `delivery.replay_requested.v1`          |
 //! | `<NS>_RETRIES`  | `<ns>.retries.<delay_tier>`      | `retry.due.v1` (work queue)             |
@@ -43,6 +43,12 @@ impl Namespace {
 
     pub fn log_stream(&self) -> String {
         format!("{}_LOG", self.0.to_ascii_uppercase())
+    }
+
+    /// The Postgres projector's checkpoint (in `projector_checkpoints`): how far into the log
+    /// stream the Postgres read model is. Delivery reads it to know how current that model is.
+    pub fn postgres_checkpoint(&self) -> String {
+        format!("postgres/{}", self.log_stream())
     }
 
     pub fn retry_stream(&self) -> String {
