@@ -36,6 +36,9 @@ struct Args {
     /// Make the endpoint `ordered` (one delivery at a time, in ingest order).
     #[arg(long)]
     ordered: bool,
+    /// Send every event with an idempotency key (as careful producers do).
+    #[arg(long)]
+    idempotency_keys: bool,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -81,8 +84,11 @@ async fn main() -> Result<()> {
         let url = format!("{}/v1/events", args.herald);
         let api_key = api_key.clone();
         let accepted = accepted.clone();
-        let body =
+        let mut body =
             json!({ "type": "bench.event", "payload": { "index": index, "padding": padding } });
+        if args.idempotency_keys {
+            body["idempotency_key"] = json!(format!("bench-{index}"));
+        }
         tasks.push(tokio::spawn(async move {
             let result = client
                 .post(url)

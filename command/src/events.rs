@@ -142,9 +142,6 @@ pub async fn create_event(
             "the event log did not acknowledge the event; {advice}"
         )));
     }
-    if let Some(key) = idempotency_key {
-        state.idempotency.confirm_appended(tenant_id, key);
-    }
     tracing::debug!(%tenant_id, %event_id, "event accepted");
     Ok(accepted(event_id))
 }
