@@ -156,6 +156,13 @@ async fn write_claims(durable: PgPool, mut requested: mpsc::Receiver<ClaimReques
                 for request in batch.drain(..) {
                     let _ = request.answer.send(Err(error.clone()));
                 }
+                // The database is down: those queued meanwhile would each wait out another
+                // connection timeout; they get their 503 now.
+                if let ClaimError::Unavailable = error {
+                    while let Ok(request) = requested.try_recv() {
+                        let _ = request.answer.send(Err(ClaimError::Unavailable));
+                    }
+                }
             }
         }
     }
