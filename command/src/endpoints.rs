@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_delivery::SigningSecret;
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_rules::SigningSecret;
 use herald_schemas::{
     EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage, RateLimit,
     RetryPolicyOverride,

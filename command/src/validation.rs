@@ -1,6 +1,6 @@
 //! Field rules shared by the command routes. Each returns the user-facing message.
 
-use herald_delivery::TargetGuard;
+use herald_rules::TargetGuard;
 use std::net::IpAddr;
 
 pub const MAX_EVENT_TYPE_LENGTH: usize = 128;

@@ -14,17 +14,15 @@ pub mod http_sender;
 pub mod log_position;
 pub mod ordered_lanes;
 pub mod overdue;
-pub mod rate_limit;
 pub mod replays;
 pub mod retry_budget;
 pub mod retry_policy;
 pub mod retry_queue;
-pub mod signature;
-pub mod target_guard;
 
 pub use config::DeliveryConfig;
-pub use signature::SigningSecret;
-pub use target_guard::TargetGuard;
+// Shared with the other services through `herald-rules`; re-exported under the paths the
+// delivery modules use.
+pub use herald_rules::{rate_limit, signature, target_guard, SigningSecret, TargetGuard};
 
 use crate::attempt::AttemptRunner;
 use crate::endpoint_breakers::EndpointBreakers;

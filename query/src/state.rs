@@ -1,9 +1,9 @@
 //! What every query route shares.
 
 use axum::extract::FromRef;
-use herald_delivery::rate_limit::KeyedBuckets;
 use herald_http::TenantAuthenticator;
 use herald_log::LogPublisher;
+use herald_rules::rate_limit::KeyedBuckets;
 use herald_schemas::TenantId;
 use sqlx::PgPool;
 use std::sync::Arc;

@@ -1,0 +1,12 @@
+//! Pure rules that more than one Herald service applies, so that services need not depend on
+//! each other to share them (they meet only through the log): Standard Webhooks signing
+//! secrets and signatures (command creates secrets, delivery signs), which addresses receivers
+//! may use (command checks endpoint URLs, delivery checks every connection), and token buckets
+//! (delivery paces endpoints, query paces replay requests). Nothing here does I/O.
+
+pub mod rate_limit;
+pub mod signature;
+pub mod target_guard;
+
+pub use signature::SigningSecret;
+pub use target_guard::TargetGuard;
