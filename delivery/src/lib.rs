@@ -49,6 +49,8 @@ pub enum DeliveryError {
     Config(String),
     #[error("log unavailable: {0}")]
     Log(String),
+    #[error(transparent)]
+    Consumer(#[from] herald_log::LogError),
 }
 
 /// Runs the delivery service until `shutdown` is cancelled, then stops taking work, gives
@@ -112,15 +114,9 @@ pub async fn run(
         ack_wait,
         (config.max_in_flight * 4) as i64,
     );
-    let events = events_spec
-        .open(&log_stream, start().await)
-        .await
-        .map_err(|error| DeliveryError::Log(error.to_string()))?;
+    let events = events_spec.open(&log_stream, start().await).await?;
     let replays_spec = replays::consumer(namespace.replays_filter());
-    let replay_requests = replays_spec
-        .open(&log_stream, start().await)
-        .await
-        .map_err(|error| DeliveryError::Log(error.to_string()))?;
+    let replay_requests = replays_spec.open(&log_stream, start().await).await?;
     let lanes = Arc::new(OrderedLanes::new(
         runner.clone(),
         pool.clone(),
@@ -156,10 +152,7 @@ pub async fn run(
         hard_stop.clone(),
     )));
     for tier in TIERS {
-        let consumer = retry_worker
-            .consumer(tier)
-            .await
-            .map_err(|error| DeliveryError::Log(error.to_string()))?;
+        let consumer = retry_worker.consumer(tier).await?;
         loops.push(tokio::spawn(retry_worker.clone().run_tier(
             tier,
             consumer,

@@ -8,16 +8,27 @@
 use async_nats::jetstream::consumer::DeliverPolicy;
 use sqlx::PgPool;
 
-pub async fn after_read_model(pool: &PgPool, checkpoint: &str) -> DeliverPolicy {
-    let applied: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+/// How far into the log stream the Postgres read model is (`None`: nothing projected yet).
+/// `checkpoint` is the projector's checkpoint name (`Namespace::postgres_checkpoint`).
+pub async fn read_model_position(
+    pool: &PgPool,
+    checkpoint: &str,
+) -> Result<Option<u64>, sqlx::Error> {
+    let applied: Option<i64> = sqlx::query_scalar(
         "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
     )
     .bind(checkpoint)
     .fetch_optional(pool)
-    .await;
-    match applied {
-        Ok(Some(sequence)) if sequence > 0 => DeliverPolicy::ByStartSequence {
-            start_sequence: sequence as u64 + 1,
+    .await?;
+    Ok(applied
+        .filter(|sequence| *sequence > 0)
+        .map(|sequence| sequence as u64))
+}
+
+pub async fn after_read_model(pool: &PgPool, checkpoint: &str) -> DeliverPolicy {
+    match read_model_position(pool, checkpoint).await {
+        Ok(Some(sequence)) => DeliverPolicy::ByStartSequence {
+            start_sequence: sequence + 1,
         },
         // Nothing projected yet: a new installation, whose log is all new.
         Ok(_) => DeliverPolicy::All,

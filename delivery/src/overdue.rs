@@ -11,16 +11,19 @@
 //! Ordered endpoints are left out: their lanes keep their own position in Postgres and
 //! re-read the log from it.
 
+use crate::log_position::read_model_position;
 use crate::retry_queue::RetryScheduler;
 use async_nats::jetstream;
 use chrono::Utc;
+use futures::StreamExt;
 use herald_schemas::{EndpointId, EventId, RetryDue, TenantId};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// At most this many deliveries are dispatched again per look.
+/// At most this many deliveries are dispatched again per look, this many appends at once.
 const BATCH: i64 = 1_000;
+const PIPELINED: usize = 256;
 
 pub struct OverdueDeliveries {
     pub pool: PgPool,
@@ -74,17 +77,13 @@ impl OverdueDeliveries {
             .map_err(|error| LookError::Log(error.to_string()))?
             .state
             .last_sequence;
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
-        )
-        .bind(&self.checkpoint)
-        .fetch_optional(&self.pool)
-        .await?;
+        let applied = read_model_position(&self.pool, &self.checkpoint).await?;
         let previous = log_end_before.replace(log_end);
         // A read model that lags (or a projector that is down) makes every delivery look
         // overdue; dispatch only on a model that has caught up with what the log held a look
         // ago.
-        let current = matches!((previous, applied), (Some(before), Some(applied)) if applied as u64 >= before);
+        let current =
+            matches!((previous, applied), (Some(before), Some(applied)) if applied >= before);
         if !current {
             return Ok(0);
         }
@@ -103,29 +102,38 @@ impl OverdueDeliveries {
         .fetch_all(&self.pool)
         .await?;
         let now = Utc::now();
-        let mut dispatched = 0;
-        for (event_id, endpoint_id, tenant_id, attempt_count, log_sequence) in overdue {
-            let retry = RetryDue {
+        let retries = overdue.into_iter().map(
+            |(event_id, endpoint_id, tenant_id, attempt_count, log_sequence)| RetryDue {
                 event_id: EventId(event_id),
                 endpoint_id: EndpointId(endpoint_id),
                 tenant_id: TenantId(tenant_id),
                 event_sequence: log_sequence as u64,
                 attempt_number: attempt_count.max(0) as u32 + 1,
                 due_at: now,
-            };
-            tracing::warn!(
-                event_id = %retry.event_id,
-                endpoint_id = %retry.endpoint_id,
-                tenant_id = %retry.tenant_id,
-                attempt_number = retry.attempt_number,
-                "delivery overdue in the read model and not in the log; dispatched again"
-            );
-            if let Err(error) = self.retries.redispatch(&retry).await {
-                tracing::warn!(%error, "overdue delivery not dispatched; next look tries again");
-                break;
-            }
-            dispatched += 1;
-        }
+            },
+        );
+        // Appends are pipelined: their acknowledgements are awaited together.
+        let dispatched = futures::stream::iter(retries)
+            .map(|retry| async move {
+                tracing::warn!(
+                    event_id = %retry.event_id,
+                    endpoint_id = %retry.endpoint_id,
+                    tenant_id = %retry.tenant_id,
+                    attempt_number = retry.attempt_number,
+                    "delivery overdue in the read model and not in the log; dispatched again"
+                );
+                match self.retries.redispatch(&retry).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, "overdue delivery not dispatched; next look tries again");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(PIPELINED)
+            .filter(|dispatched| std::future::ready(*dispatched))
+            .count()
+            .await;
         Ok(dispatched)
     }
 }
