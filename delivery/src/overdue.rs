@@ -16,14 +16,34 @@ use crate::retry_queue::RetryScheduler;
 use async_nats::jetstream;
 use chrono::Utc;
 use futures::StreamExt;
-use herald_schemas::{EndpointId, EventId, RetryDue, TenantId};
+use herald_schemas::{DeliveryStatus, EndpointId, EventId, RetryDue, TenantId};
 use sqlx::PgPool;
+use std::sync::LazyLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// At most this many deliveries are dispatched again per look, this many appends at once.
 const BATCH: i64 = 1_000;
 const PIPELINED: usize = 256;
+
+/// Unfinished deliveries due longer ago than `$1` milliseconds, oldest first. The statuses
+/// are written into the text, not bound, so that the partial index
+/// `deliveries_unfinished_by_due` (`WHERE status IN ('pending', 'retrying')`) applies.
+static OVERDUE: LazyLock<String> = LazyLock::new(|| {
+    let unfinished = DeliveryStatus::UNFINISHED
+        .map(|status| format!("'{}'", status.as_str()))
+        .join(", ");
+    format!(
+        "SELECT d.event_id, d.endpoint_id, d.tenant_id, d.attempt_count, e.log_sequence \
+         FROM deliveries AS d \
+         JOIN events AS e ON e.event_id = d.event_id \
+         JOIN endpoints AS n ON n.endpoint_id = d.endpoint_id \
+         WHERE d.status IN ({unfinished}) \
+           AND d.next_attempt_at < now() - $1 * interval '1 millisecond' \
+           AND NOT n.ordered \
+         ORDER BY d.next_attempt_at LIMIT $2"
+    )
+});
 
 pub struct OverdueDeliveries {
     pub pool: PgPool,
@@ -87,20 +107,11 @@ impl OverdueDeliveries {
         if !current {
             return Ok(0);
         }
-        let overdue: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32, i64)> = sqlx::query_as(
-            "SELECT d.event_id, d.endpoint_id, d.tenant_id, d.attempt_count, e.log_sequence \
-             FROM deliveries AS d \
-             JOIN events AS e ON e.event_id = d.event_id \
-             JOIN endpoints AS n ON n.endpoint_id = d.endpoint_id \
-             WHERE d.status IN ('pending', 'retrying') \
-               AND d.next_attempt_at < now() - $1 * interval '1 millisecond' \
-               AND NOT n.ordered \
-             ORDER BY d.next_attempt_at LIMIT $2",
-        )
-        .bind(self.overdue_after.as_millis() as f64)
-        .bind(BATCH)
-        .fetch_all(&self.pool)
-        .await?;
+        let overdue: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32, i64)> = sqlx::query_as(&OVERDUE)
+            .bind(self.overdue_after.as_millis() as f64)
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
         let now = Utc::now();
         let retries = overdue.into_iter().map(
             |(event_id, endpoint_id, tenant_id, attempt_count, log_sequence)| RetryDue {

@@ -2,6 +2,7 @@
 //! arrives within a short window, up to a maximum. Batching is what makes the projections
 //! cheap: one transaction or one insert per batch, one acknowledgement per batch.
 
+use crate::error::ProjectorError;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, Message};
@@ -21,11 +22,15 @@ pub enum Pulled {
 /// own checkpoint, stored with its effect, is the only record of how far it got. After a
 /// crash or restart it starts again right after that checkpoint, so nothing is skipped and
 /// nothing is applied twice, whatever the server thought was delivered.
+#[tracing::instrument(
+    skip_all,
+    fields(filter_subject = %filter_subject, start_sequence = start_sequence)
+)]
 pub async fn read_from(
     log_stream: &jetstream::stream::Stream,
     filter_subject: String,
     start_sequence: u64,
-) -> Result<Ordered, String> {
+) -> Result<Ordered, ProjectorError> {
     let consumer = log_stream
         .create_consumer(OrderedConfig {
             filter_subject,
@@ -35,33 +40,39 @@ pub async fn read_from(
             ..Default::default()
         })
         .await
-        .map_err(|error| error.to_string())?;
-    consumer.messages().await.map_err(|error| error.to_string())
+        .map_err(|error| ProjectorError::log("cannot create a log consumer", error))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| ProjectorError::log("cannot read the log", error))
 }
 
 /// A projection that claims to be further than the log has been fed from another log (the
 /// stream was recreated, or two installations share a database): projecting on would
 /// silently skip messages, so refuse, loudly.
+#[tracing::instrument(
+    skip_all,
+    fields(projection = %projection, applied_through = applied_through),
+    err(Display)
+)]
 pub async fn ensure_not_ahead(
     log_stream: &jetstream::stream::Stream,
     applied_through: u64,
     projection: &str,
-) -> Result<(), String> {
+) -> Result<(), ProjectorError> {
     let mut log_stream = log_stream.clone();
     let last_sequence = log_stream
         .info()
         .await
-        .map_err(|error| format!("cannot read stream info: {error}"))?
+        .map_err(|error| ProjectorError::log("cannot read stream info", error))?
         .state
         .last_sequence;
     if applied_through > last_sequence {
-        let message = format!(
-            "{projection} has applied the log through sequence {applied_through} but the log ends at \
-             {last_sequence}: the stream was recreated or another installation shares this store; \
-             rebuild the read model or use a separate database"
-        );
-        tracing::error!("{message}");
-        return Err(message);
+        return Err(ProjectorError::AheadOfLog {
+            projection: projection.to_owned(),
+            applied_through,
+            last_sequence,
+        });
     }
     Ok(())
 }

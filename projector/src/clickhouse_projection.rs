@@ -8,6 +8,7 @@
 //! One instance is active at a time.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
+use crate::error::ProjectorError;
 use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
@@ -89,18 +90,20 @@ impl ClickHouseProjection {
         log_stream: jetstream::stream::Stream,
         attempts_filter: String,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProjectorError> {
         while !shutdown.is_cancelled() {
             let mut applied_through = match self.stored_high_water_mark().await {
                 Ok(sequence) => sequence,
-                Err(error) => {
+                Err(error) if error.is_retryable() => {
                     tracing::warn!(%error, "ClickHouse unavailable; waiting");
                     if pause(&shutdown, Duration::from_secs(1)).await {
                         return Ok(());
                     }
                     continue;
                 }
+                Err(error) => return Err(error),
             };
+            // Any error here stops the projector, a log that cannot be read for now included.
             crate::batch::ensure_not_ahead(
                 &log_stream,
                 applied_through,
@@ -110,13 +113,14 @@ impl ClickHouseProjection {
             let start = applied_through + 1;
             let mut messages = match read_from(&log_stream, attempts_filter.clone(), start).await {
                 Ok(messages) => messages,
-                Err(error) => {
+                Err(error) if error.is_retryable() => {
                     tracing::warn!(%error, "cannot read the log; retrying");
                     if pause(&shutdown, Duration::from_secs(1)).await {
                         return Ok(());
                     }
                     continue;
                 }
+                Err(error) => return Err(error),
             };
             loop {
                 let pulled =
@@ -130,6 +134,9 @@ impl ClickHouseProjection {
                 let mut delay = Duration::from_millis(200);
                 for run in runs_by_day(&rows) {
                     while let Err(error) = self.insert(run).await {
+                        if !error.is_retryable() {
+                            return Err(error);
+                        }
                         tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
                         if pause(&shutdown, delay).await {
                             return Ok(());
@@ -151,11 +158,15 @@ impl ClickHouseProjection {
         Ok(())
     }
 
-    async fn stored_high_water_mark(&self) -> Result<u64, clickhouse::error::Error> {
-        self.client
+    /// The highest log sequence stored: every message up to it is applied.
+    #[tracing::instrument(skip_all)]
+    async fn stored_high_water_mark(&self) -> Result<u64, ProjectorError> {
+        let sequence = self
+            .client
             .query("SELECT max(log_sequence) FROM attempts")
             .fetch_one::<u64>()
-            .await
+            .await?;
+        Ok(sequence)
     }
 
     /// Whether a run of rows whose insert reported failure is stored all the same (one insert
@@ -165,12 +176,22 @@ impl ClickHouseProjection {
         matches!(self.stored_high_water_mark().await, Ok(stored) if stored >= last.log_sequence)
     }
 
-    async fn insert(&self, rows: &[AttemptRow]) -> Result<(), clickhouse::error::Error> {
+    /// Inserts one run of rows (one partition) in one insert.
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            rows = rows.len(),
+            first_sequence = rows.first().map_or(0, |row| row.log_sequence),
+            last_sequence = rows.last().map_or(0, |row| row.log_sequence),
+        )
+    )]
+    async fn insert(&self, rows: &[AttemptRow]) -> Result<(), ProjectorError> {
         let mut insert = self.client.insert::<AttemptRow>("attempts").await?;
         for row in rows {
             insert.write(row).await?;
         }
-        insert.end().await
+        insert.end().await?;
+        Ok(())
     }
 }
 

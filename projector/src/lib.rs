@@ -5,11 +5,14 @@
 pub mod batch;
 pub mod clickhouse_projection;
 pub mod config;
+pub mod error;
 pub mod maintenance;
 pub mod postgres_projection;
 pub mod postgres_rows;
+mod status_sql;
 
 pub use config::ProjectorConfig;
+pub use error::ProjectorError;
 
 use crate::clickhouse_projection::ClickHouseProjection;
 use crate::maintenance::Maintenance;
@@ -18,14 +21,6 @@ use herald_schemas::Namespace;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
-    #[error("log unavailable: {0}")]
-    Log(String),
-    #[error("{0}")]
-    Refused(String),
-}
 
 /// Runs both projections and the housekeeping until `shutdown`. A batch in progress is
 /// finished (or, if its store is down, left unacknowledged for redelivery).
@@ -39,7 +34,7 @@ pub async fn run(
 ) -> Result<(), ProjectorError> {
     // A projection that refuses to run stops the others too, so the process fails visibly.
     let shutdown = shutdown.child_token();
-    let stop_all_on_error = |outcome: Result<(), String>, shutdown: CancellationToken| {
+    let stop_all_on_error = |outcome: Result<(), ProjectorError>, shutdown: CancellationToken| {
         if outcome.is_err() {
             shutdown.cancel();
         }
@@ -48,7 +43,7 @@ pub async fn run(
     let log_stream = jetstream
         .get_stream(namespace.log_stream())
         .await
-        .map_err(|error| ProjectorError::Log(error.to_string()))?;
+        .map_err(|error| ProjectorError::log("cannot open the log stream", error))?;
     let postgres_run = postgres_projection::run(
         pool.clone(),
         namespace.postgres_checkpoint(),
@@ -80,9 +75,7 @@ pub async fn run(
     let (postgres, analytics, _) = tokio::join!(postgres, analytics, housekeeping);
     tracing::info!("projector stopped");
     for outcome in [postgres, analytics] {
-        outcome
-            .map_err(|error| ProjectorError::Log(error.to_string()))?
-            .map_err(ProjectorError::Refused)?;
+        outcome??;
     }
     Ok(())
 }

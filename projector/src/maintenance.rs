@@ -2,6 +2,7 @@
 //! older than the retention is dropped (Postgres partitions, ClickHouse raw partitions), and
 //! expired idempotency keys are forgotten.
 
+use crate::error::ProjectorError;
 use chrono::Utc;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -27,40 +28,36 @@ impl Maintenance {
         }
     }
 
-    pub async fn run_once(&self) -> Result<(), String> {
+    #[tracing::instrument(name = "maintenance", skip_all)]
+    pub async fn run_once(&self) -> Result<(), ProjectorError> {
         let today = Utc::now().date_naive();
         sqlx::query("SELECT herald_ensure_attempt_partitions($1, 8)")
             .bind(today - chrono::Days::new(1))
             .execute(&self.pool)
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         let keep_from = today - chrono::Days::new(u64::from(self.retention_days));
         let dropped: i32 = sqlx::query_scalar("SELECT herald_drop_attempt_partitions_before($1)")
             .bind(keep_from)
             .fetch_one(&self.pool)
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
         )
         .bind(self.idempotency_retention_hours.max(24) as i32)
         .execute(&self.pool)
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
         let old_partitions: Vec<String> = self
             .clickhouse
             .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'attempts' AND active AND partition < ?")
             .bind(keep_from.format("%Y%m%d").to_string())
             .fetch_all::<String>()
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         for partition in &old_partitions {
             if partition.len() == 8 && partition.bytes().all(|b| b.is_ascii_digit()) {
                 self.clickhouse
                     .query(&format!("ALTER TABLE attempts DROP PARTITION {partition}"))
                     .execute()
-                    .await
-                    .map_err(|error| error.to_string())?;
+                    .await?;
             }
         }
         tracing::info!(

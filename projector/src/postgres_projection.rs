@@ -7,10 +7,15 @@
 //! even two instances running at once apply each message exactly once.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
-use crate::postgres_rows::{AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows};
+use crate::error::ProjectorError;
+use crate::postgres_rows::{
+    words, AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows,
+};
+use crate::status_sql::{event_status_case, in_list};
 use async_nats::jetstream::{self, Message};
-use herald_schemas::LogMessage;
+use herald_schemas::{DeliveryStatus, EventStatus, LogMessage};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::LazyLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -23,24 +28,27 @@ pub async fn run(
     max_batch: usize,
     window: Duration,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ProjectorError> {
     while !shutdown.is_cancelled() {
         let checkpoint = match read_checkpoint(&pool, &name).await {
             Ok(checkpoint) => checkpoint,
-            Err(error) => {
+            Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, "cannot read the projector checkpoint; retrying");
                 pause(&shutdown, Duration::from_secs(1)).await;
                 continue;
             }
+            Err(error) => return Err(error),
         };
+        // Any error here stops the projector, a log that cannot be read for now included.
         crate::batch::ensure_not_ahead(&log_stream, checkpoint, &name).await?;
         let mut messages = match read_from(&log_stream, String::new(), checkpoint + 1).await {
             Ok(messages) => messages,
-            Err(error) => {
+            Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, "cannot read the log; retrying");
                 pause(&shutdown, Duration::from_secs(1)).await;
                 continue;
             }
+            Err(error) => return Err(error),
         };
         let mut applied_through = checkpoint;
         'reading: loop {
@@ -56,13 +64,14 @@ pub async fn run(
                         applied_through = through;
                         break;
                     }
-                    Err(error @ ApplyError::CheckpointWentBack { .. }) => {
+                    Err(error @ ProjectorError::CheckpointWentBack { .. }) => {
                         tracing::warn!(%error);
                         break 'reading;
                     }
-                    Err(ApplyError::Database(error)) => {
+                    Err(error) if error.is_retryable() => {
                         tracing::warn!(%error, messages = batch.len(), "batch not applied; retrying");
                     }
+                    Err(error) => return Err(error),
                 }
                 pause(&shutdown, delay).await;
                 if shutdown.is_cancelled() {
@@ -75,7 +84,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn read_checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
+#[tracing::instrument(skip_all, fields(projector = name))]
+async fn read_checkpoint(pool: &PgPool, name: &str) -> Result<u64, ProjectorError> {
     let checkpoint: Option<i64> = sqlx::query_scalar(
         "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
     )
@@ -92,25 +102,24 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// Commits this projector saw succeed are gone (the server crashed before they reached
-    /// disk, or a replica without them was promoted): the log must be read again from the
-    /// checkpoint that survived, or the messages in between would never be applied.
-    #[error("the Postgres checkpoint went back from {believed} to {stored}: recent commits were lost; reading the log again from {stored}")]
-    CheckpointWentBack { believed: u64, stored: u64 },
-}
-
 /// Applies one batch in one transaction; `applied_through` is the checkpoint this projector
-/// last committed. Returns the new checkpoint.
+/// last committed. Returns the new checkpoint. Fails with
+/// [`ProjectorError::CheckpointWentBack`] or a database error.
+#[tracing::instrument(
+    skip_all,
+    fields(
+        projector = name,
+        messages = batch.len(),
+        first_sequence = batch.first().map_or(0, sequence),
+        last_sequence = batch.last().map_or(0, sequence),
+    )
+)]
 pub async fn apply(
     pool: &PgPool,
     name: &str,
     batch: &[Message],
     applied_through: u64,
-) -> Result<u64, ApplyError> {
+) -> Result<u64, ProjectorError> {
     let mut transaction = pool.begin().await?;
     let checkpoint: i64 = sqlx::query_scalar(
         "INSERT INTO projector_checkpoints (projector, stream_sequence, updated_at) VALUES ($1, 0, now()) \
@@ -120,7 +129,7 @@ pub async fn apply(
     .fetch_one(&mut *transaction)
     .await?;
     if (checkpoint as u64) < applied_through {
-        return Err(ApplyError::CheckpointWentBack {
+        return Err(ProjectorError::CheckpointWentBack {
             believed: applied_through,
             stored: checkpoint as u64,
         });
@@ -202,6 +211,7 @@ async fn record_poison(
     .map(|_| ())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.event_id.len()))]
 async fn insert_events(
     transaction: &mut Transaction<'_, Postgres>,
     rows: &EventRows,
@@ -223,13 +233,14 @@ async fn insert_events(
     .bind(&rows.idempotency_key)
     .bind(&rows.trace_id)
     .bind(&rows.accepted_at)
-    .bind(&rows.status)
+    .bind(words(&rows.status, EventStatus::as_str))
     .bind(&rows.log_sequence)
     .execute(&mut **transaction)
     .await
     .map(|_| ())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.event_id.len()))]
 async fn insert_deliveries(
     transaction: &mut Transaction<'_, Postgres>,
     rows: &NewDeliveryRows,
@@ -251,7 +262,7 @@ async fn insert_deliveries(
     .bind(&rows.event_id)
     .bind(&rows.endpoint_id)
     .bind(&rows.tenant_id)
-    .bind(&rows.status)
+    .bind(words(&rows.status, DeliveryStatus::as_str))
     .bind(&rows.attempt_count)
     .bind(&rows.last_attempt_at)
     .bind(&rows.next_attempt_at)
@@ -262,6 +273,7 @@ async fn insert_deliveries(
     .map(|_| ())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.attempt_id.len()))]
 async fn insert_attempts(
     transaction: &mut Transaction<'_, Postgres>,
     rows: &AttemptRows,
@@ -300,6 +312,7 @@ async fn insert_attempts(
     .map(|_| ())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(rows = updates.len()))]
 async fn update_deliveries(
     transaction: &mut Transaction<'_, Postgres>,
     updates: DeliveryUpdates,
@@ -319,7 +332,7 @@ async fn update_deliveries(
     .bind(&rows.event_id)
     .bind(&rows.endpoint_id)
     .bind(&rows.attempts)
-    .bind(&rows.status)
+    .bind(words(&rows.status, DeliveryStatus::as_str))
     .bind(&rows.finished_at)
     .bind(&rows.next_attempt_at)
     .bind(&rows.http_status)
@@ -329,8 +342,21 @@ async fn update_deliveries(
     .map(|_| ())
 }
 
+/// Moves a deferred delivery's next attempt; only unfinished deliveries wait for one.
+static DEFER_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE deliveries AS d SET next_attempt_at = u.until, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[]) \
+           AS u(event_id, endpoint_id, attempt_number, until) \
+         WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id \
+           AND d.attempt_count < u.attempt_number AND d.status IN ({})",
+        in_list(&DeliveryStatus::UNFINISHED)
+    )
+});
+
 /// Moves the next attempt of deferred deliveries to when it is really due. A deferral of an
 /// attempt that has since been made (recorded earlier in this batch or before) is stale.
+#[tracing::instrument(level = "debug", skip_all, fields(rows = deferrals.len()))]
 async fn defer_deliveries(
     transaction: &mut Transaction<'_, Postgres>,
     deferrals: Deferrals,
@@ -339,24 +365,30 @@ async fn defer_deliveries(
     if rows.event_id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE deliveries AS d SET next_attempt_at = u.until, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[]) \
-           AS u(event_id, endpoint_id, attempt_number, until) \
-         WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id \
-           AND d.attempt_count < u.attempt_number AND d.status IN ('pending', 'retrying')",
-    )
-    .bind(&rows.event_id)
-    .bind(&rows.endpoint_id)
-    .bind(&rows.attempt_number)
-    .bind(&rows.until)
-    .execute(&mut **transaction)
-    .await
-    .map(|_| ())
+    sqlx::query(&DEFER_DELIVERIES)
+        .bind(&rows.event_id)
+        .bind(&rows.endpoint_id)
+        .bind(&rows.attempt_number)
+        .bind(&rows.until)
+        .execute(&mut **transaction)
+        .await
+        .map(|_| ())
 }
 
-/// Recomputes the status of events whose existing deliveries changed (see
-/// `postgres_rows::event_status` for the rule).
+/// Sets the status of the events `$1` from all their deliveries, by `EventStatus::RULE`.
+static UPDATE_EVENT_STATUS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE events AS e SET status = s.status FROM ( \
+           SELECT event_id, {} AS status \
+           FROM deliveries WHERE event_id = ANY($1) GROUP BY event_id) AS s \
+         WHERE e.event_id = s.event_id AND e.status <> s.status",
+        event_status_case()
+    )
+});
+
+/// Recomputes the status of events whose existing deliveries changed (by
+/// `EventStatus::RULE`, as for the batch's new events).
+#[tracing::instrument(level = "debug", skip_all, fields(events = event_ids.len()))]
 async fn update_event_status(
     transaction: &mut Transaction<'_, Postgres>,
     event_ids: &[uuid::Uuid],
@@ -364,18 +396,9 @@ async fn update_event_status(
     if event_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE events AS e SET status = s.status FROM ( \
-           SELECT event_id, CASE \
-             WHEN bool_and(status = 'succeeded') THEN 'delivered' \
-             WHEN bool_and(status IN ('succeeded', 'failed', 'dead_lettered', 'expired')) THEN 'failed' \
-             WHEN bool_or(attempt_count > 0) THEN 'delivering' \
-             ELSE 'pending' END AS status \
-           FROM deliveries WHERE event_id = ANY($1) GROUP BY event_id) AS s \
-         WHERE e.event_id = s.event_id AND e.status <> s.status",
-    )
-    .bind(event_ids)
-    .execute(&mut **transaction)
-    .await
-    .map(|_| ())
+    sqlx::query(&UPDATE_EVENT_STATUS)
+        .bind(event_ids)
+        .execute(&mut **transaction)
+        .await
+        .map(|_| ())
 }

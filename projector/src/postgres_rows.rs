@@ -2,7 +2,9 @@
 //! table per batch instead of one per message.
 
 use chrono::{DateTime, Utc};
-use herald_schemas::{AttemptOutcome, AttemptRecorded, DeliveryDeferred, EventAccepted};
+use herald_schemas::{
+    AttemptRecorded, DeliveryDeferred, DeliveryStatus, EventAccepted, EventStatus,
+};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -15,7 +17,7 @@ pub struct EventRows {
     pub idempotency_key: Vec<Option<String>>,
     pub trace_id: Vec<String>,
     pub accepted_at: Vec<DateTime<Utc>>,
-    pub status: Vec<&'static str>,
+    pub status: Vec<EventStatus>,
     pub log_sequence: Vec<i64>,
 }
 
@@ -26,7 +28,7 @@ pub struct NewDeliveryRows {
     pub tenant_id: Vec<Uuid>,
     /// As of the end of the batch: attempts recorded in the same batch are folded in, so
     /// the row is written once instead of inserted and then updated.
-    pub status: Vec<&'static str>,
+    pub status: Vec<DeliveryStatus>,
     pub attempt_count: Vec<i32>,
     pub last_attempt_at: Vec<Option<DateTime<Utc>>>,
     pub next_attempt_at: Vec<Option<DateTime<Utc>>>,
@@ -64,7 +66,7 @@ pub struct DeliveryUpdates {
 pub struct DeliveryUpdate {
     pub attempts: i32,
     pub latest_attempt_number: u32,
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     pub finished_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub http_status: Option<i32>,
@@ -76,7 +78,7 @@ pub struct DeliveryUpdateRows {
     pub event_id: Vec<Uuid>,
     pub endpoint_id: Vec<Uuid>,
     pub attempts: Vec<i32>,
-    pub status: Vec<&'static str>,
+    pub status: Vec<DeliveryStatus>,
     pub finished_at: Vec<DateTime<Utc>>,
     pub next_attempt_at: Vec<Option<DateTime<Utc>>>,
     pub http_status: Vec<Option<i32>>,
@@ -106,6 +108,15 @@ impl Deferrals {
         );
     }
 
+    /// Deliveries deferred.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
     pub fn into_rows(self) -> DeferralRows {
         let mut rows = DeferralRows::default();
         for ((event_id, endpoint_id), (attempt_number, until)) in self.by_key {
@@ -119,30 +130,9 @@ impl Deferrals {
     }
 }
 
-/// An event is `delivered` when every delivery succeeded, `failed` when every delivery is
-/// over and at least one did not succeed, `delivering` once any attempt was made, and
-/// `pending` before that. (The same rule as the `UPDATE events` statement.)
-pub fn event_status(deliveries: &[(&'static str, i32)]) -> &'static str {
-    const FINAL: [&str; 4] = ["succeeded", "failed", "dead_lettered", "expired"];
-    if deliveries.iter().all(|(status, _)| *status == "succeeded") {
-        "delivered"
-    } else if deliveries.iter().all(|(status, _)| FINAL.contains(status)) {
-        "failed"
-    } else if deliveries.iter().any(|(_, attempts)| *attempts > 0) {
-        "delivering"
-    } else {
-        "pending"
-    }
-}
-
-pub fn delivery_status(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Succeeded => "succeeded",
-        AttemptOutcome::RetryScheduled => "retrying",
-        AttemptOutcome::Failed => "failed",
-        AttemptOutcome::DeadLettered => "dead_lettered",
-        AttemptOutcome::Expired => "expired",
-    }
+/// The words of `values` (statuses), as a Postgres `text[]` column binds them.
+pub fn words<T: Copy>(values: &[T], word: fn(T) -> &'static str) -> Vec<&'static str> {
+    values.iter().map(|&value| word(value)).collect()
 }
 
 impl EventRows {
@@ -154,18 +144,20 @@ impl EventRows {
         self.idempotency_key.push(event.idempotency_key.clone());
         self.trace_id.push(event.trace_id.clone());
         self.accepted_at.push(event.accepted_at);
-        // An event that reaches no endpoint has nothing left to do.
-        self.status.push(if event.endpoint_ids.is_empty() {
-            "delivered"
+        // Its deliveries are new: all pending, none attempted. By the rule it is `pending`,
+        // or `delivered` when it reaches no endpoint (nothing is left to do).
+        let new_deliveries: &[(DeliveryStatus, u32)] = if event.endpoint_ids.is_empty() {
+            &[]
         } else {
-            "pending"
-        });
+            &[(DeliveryStatus::Pending, 0)]
+        };
+        self.status.push(EventStatus::of_deliveries(new_deliveries));
         self.log_sequence.push(sequence as i64);
         for endpoint_id in &event.endpoint_ids {
             deliveries.event_id.push(event.event_id.as_uuid());
             deliveries.endpoint_id.push(endpoint_id.as_uuid());
             deliveries.tenant_id.push(event.tenant_id.as_uuid());
-            deliveries.status.push("pending");
+            deliveries.status.push(DeliveryStatus::Pending);
             deliveries.attempt_count.push(0);
             deliveries.last_attempt_at.push(None);
             // The first attempt is due at once, or when the event was scheduled for.
@@ -207,7 +199,7 @@ impl DeliveryUpdates {
         let latest = DeliveryUpdate {
             attempts: 1,
             latest_attempt_number: attempt.attempt_number,
-            status: delivery_status(attempt.outcome),
+            status: DeliveryStatus::from(attempt.outcome),
             finished_at: attempt.finished_at,
             next_attempt_at: attempt.next_attempt_at,
             http_status: attempt.http_status.map(i32::from),
@@ -246,18 +238,28 @@ impl DeliveryUpdates {
                 deliveries.last_error_code[index] = update.error_code;
             }
         }
-        let mut by_event: HashMap<Uuid, Vec<(&'static str, i32)>> = HashMap::new();
+        let mut by_event: HashMap<Uuid, Vec<(DeliveryStatus, u32)>> = HashMap::new();
         for index in 0..deliveries.event_id.len() {
+            let attempts = u32::try_from(deliveries.attempt_count[index]).unwrap_or(0);
             by_event
                 .entry(deliveries.event_id[index])
                 .or_default()
-                .push((deliveries.status[index], deliveries.attempt_count[index]));
+                .push((deliveries.status[index], attempts));
         }
         for (index, event_id) in events.event_id.iter().enumerate() {
             if let Some(deliveries) = by_event.get(event_id) {
-                events.status[index] = event_status(deliveries);
+                events.status[index] = EventStatus::of_deliveries(deliveries);
             }
         }
+    }
+
+    /// Deliveries with an update.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
     }
 
     pub fn event_ids(&self) -> Vec<Uuid> {
@@ -286,7 +288,7 @@ impl DeliveryUpdates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_schemas::{AttemptId, EndpointId, ErrorClass, EventId, TenantId};
+    use herald_schemas::{AttemptId, AttemptOutcome, EndpointId, ErrorClass, EventId, TenantId};
 
     fn event(endpoints: &[EndpointId]) -> EventAccepted {
         serde_json::from_value(serde_json::json!({
@@ -333,21 +335,23 @@ mod tests {
     }
 
     #[test]
-    fn event_status_follows_its_deliveries() {
-        assert_eq!(
-            event_status(&[("succeeded", 1), ("succeeded", 2)]),
-            "delivered"
+    fn a_new_event_is_pending_unless_it_reaches_no_endpoint() {
+        let mut events = EventRows::default();
+        let mut deliveries = NewDeliveryRows::default();
+        events.push(&event(&[]), 1, &mut deliveries);
+        events.push(
+            &event(&[EndpointId::generate(), EndpointId::generate()]),
+            2,
+            &mut deliveries,
         );
         assert_eq!(
-            event_status(&[("succeeded", 1), ("dead_lettered", 18)]),
-            "failed"
+            events.status,
+            [EventStatus::Delivered, EventStatus::Pending]
         );
         assert_eq!(
-            event_status(&[("succeeded", 1), ("pending", 0)]),
-            "delivering"
+            deliveries.status,
+            [DeliveryStatus::Pending, DeliveryStatus::Pending]
         );
-        assert_eq!(event_status(&[("retrying", 1)]), "delivering");
-        assert_eq!(event_status(&[("pending", 0), ("pending", 0)]), "pending");
     }
 
     #[test]
@@ -364,11 +368,14 @@ mod tests {
 
         updates.fold_into_new(&mut deliveries, &mut events);
 
-        assert_eq!(deliveries.status, ["succeeded", "pending"]);
+        assert_eq!(
+            deliveries.status,
+            [DeliveryStatus::Succeeded, DeliveryStatus::Pending]
+        );
         assert_eq!(deliveries.attempt_count, [1, 0]);
         assert_eq!(deliveries.last_http_status, [Some(200), None]);
         assert!(deliveries.last_attempt_at[0].is_some());
-        assert_eq!(events.status, ["delivering"]);
+        assert_eq!(events.status, [EventStatus::Delivering]);
         // Only the delivery that already existed is left for the UPDATE.
         assert_eq!(updates.event_ids(), [older.event_id.as_uuid()]);
     }

@@ -13,15 +13,42 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
-use herald_schemas::{EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery};
+use herald_schemas::{
+    DeliveryStatus, EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+fn parse_replayable(index: usize, status: &str) -> Result<DeliveryStatus, ApiError> {
+    status
+        .parse()
+        .ok()
+        .filter(|status| REPLAYABLE.contains(status))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("status[{index}]"),
+                format!(
+                    "must be one of {}; pending and retrying deliveries are still being made",
+                    REPLAYABLE.map(DeliveryStatus::as_str).join(", ")
+                ),
+            )
+        })
+}
+
 /// Statuses a delivery can be replayed from: final ones. A pending or retrying delivery is
-/// still being made, and a replay would race it.
-const REPLAYABLE: [&str; 4] = ["failed", "dead_lettered", "expired", "succeeded"];
-const DEFAULT_STATUSES: [&str; 3] = ["failed", "dead_lettered", "expired"];
+/// still being made, and a replay would race it. (In the order error messages list them.)
+const REPLAYABLE: [DeliveryStatus; 4] = [
+    DeliveryStatus::Failed,
+    DeliveryStatus::DeadLettered,
+    DeliveryStatus::Expired,
+    DeliveryStatus::Succeeded,
+];
+const DEFAULT_STATUSES: [DeliveryStatus; 3] = [
+    DeliveryStatus::Failed,
+    DeliveryStatus::DeadLettered,
+    DeliveryStatus::Expired,
+];
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1_000;
 
@@ -78,29 +105,21 @@ pub async fn replay_deliveries(
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
     ApiJson(request): ApiJson<BulkReplayRequest>,
 ) -> Result<(StatusCode, Json<BulkReplayAccepted>), ApiError> {
-    let statuses: Vec<String> = match request.status {
-        None => DEFAULT_STATUSES.iter().map(|&s| s.to_owned()).collect(),
+    let statuses: Vec<DeliveryStatus> = match request.status {
+        None => DEFAULT_STATUSES.to_vec(),
         Some(statuses) if statuses.is_empty() => {
             return Err(ApiError::invalid(
                 "status",
                 "must list at least one status, or be left out",
             ))
         }
-        Some(statuses) => {
-            for (index, status) in statuses.iter().enumerate() {
-                if !REPLAYABLE.contains(&status.as_str()) {
-                    return Err(ApiError::invalid(
-                        format!("status[{index}]"),
-                        format!(
-                            "must be one of {}; pending and retrying deliveries are still being made",
-                            REPLAYABLE.join(", ")
-                        ),
-                    ));
-                }
-            }
-            statuses
-        }
+        Some(statuses) => statuses
+            .iter()
+            .enumerate()
+            .map(|(index, status)| parse_replayable(index, status))
+            .collect::<Result<_, _>>()?,
     };
+    let statuses: Vec<&str> = statuses.into_iter().map(DeliveryStatus::as_str).collect();
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
@@ -207,4 +226,32 @@ pub async fn replay_deliveries(
             next_cursor,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_deliveries_are_replayed() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(REPLAYABLE.contains(&status), status.is_final(), "{status}");
+        }
+        assert!(DEFAULT_STATUSES
+            .iter()
+            .all(|status| REPLAYABLE.contains(status) && *status != DeliveryStatus::Succeeded));
+        assert_eq!(
+            parse_replayable(0, "dead_lettered").expect("replayable"),
+            DeliveryStatus::DeadLettered
+        );
+        for refused in ["retrying", "pending", "delivered", ""] {
+            let error = parse_replayable(2, refused).expect_err("not replayable");
+            assert!(
+                matches!(&error, ApiError::InvalidField { field, message } if field == "status[2]"
+                    && message == "must be one of failed, dead_lettered, expired, succeeded; \
+                        pending and retrying deliveries are still being made"),
+                "{error:?}"
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use herald_http::{ApiError, AuthenticatedTenant};
+use herald_schemas::AttemptOutcome;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
@@ -122,6 +123,7 @@ pub async fn list_deliveries(
         sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
     }
     if let Some(outcomes) = outcomes {
+        let outcomes: Vec<&str> = outcomes.into_iter().map(AttemptOutcome::as_str).collect();
         sql.push(" AND outcome = ANY(")
             .push_bind(outcomes)
             .push(")");
@@ -157,29 +159,39 @@ pub async fn list_deliveries(
     Ok(Json(AttemptPage { data, next_cursor }))
 }
 
-const OUTCOMES: [&str; 5] = [
-    "succeeded",
-    "retry_scheduled",
-    "failed",
-    "dead_lettered",
-    "expired",
-];
-
-fn parse_outcomes(text: &str) -> Result<Vec<String>, ApiError> {
+fn parse_outcomes(text: &str) -> Result<Vec<AttemptOutcome>, ApiError> {
     text.split(',')
         .map(|outcome| {
             let outcome = outcome.trim();
-            if OUTCOMES.contains(&outcome) {
-                Ok(outcome.to_owned())
-            } else {
-                Err(ApiError::invalid(
+            outcome.parse().map_err(|_| {
+                ApiError::invalid(
                     "outcome",
                     format!(
                         "`{outcome}` is not an outcome; use one or more of {}, comma-separated",
-                        OUTCOMES.join(", ")
+                        AttemptOutcome::ALL.map(AttemptOutcome::as_str).join(", ")
                     ),
-                ))
-            }
+                )
+            })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_filters_name_known_outcomes() {
+        assert_eq!(
+            parse_outcomes("dead_lettered, expired").expect("outcomes"),
+            [AttemptOutcome::DeadLettered, AttemptOutcome::Expired]
+        );
+        let error = parse_outcomes("succeeded,retrying").expect_err("not an outcome");
+        assert!(
+            matches!(&error, ApiError::InvalidField { field, message } if field == "outcome"
+                && message == "`retrying` is not an outcome; use one or more of succeeded, \
+                    retry_scheduled, failed, dead_lettered, expired, comma-separated"),
+            "{error:?}"
+        );
+    }
 }

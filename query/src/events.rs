@@ -31,7 +31,7 @@ pub struct EventView {
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct DeliveryView {
     pub endpoint_id: Uuid,
-    /// `pending`, `retrying`, `succeeded`, `failed` or `dead_lettered`.
+    /// `pending`, `retrying`, `succeeded`, `failed`, `dead_lettered` or `expired`.
     pub status: String,
     pub attempt_count: i32,
     pub last_attempt_at: Option<DateTime<Utc>>,

@@ -9,6 +9,7 @@
 pub mod ids;
 pub mod log_message;
 pub mod messages;
+pub mod status;
 pub mod subjects;
 
 pub use ids::{AttemptId, EndpointId, EventId, TenantId};
@@ -19,4 +20,5 @@ pub use messages::{
     EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayRequested, ReplayedDelivery,
     RetryDue, RetryPolicyOverride, TenantCreated,
 };
+pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};
 pub use subjects::Namespace;

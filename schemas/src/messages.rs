@@ -63,6 +63,14 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    pub const ALL: [Self; 5] = [
+        Self::Succeeded,
+        Self::RetryScheduled,
+        Self::Failed,
+        Self::DeadLettered,
+        Self::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
