@@ -182,7 +182,7 @@ pub async fn create_endpoint(
 ) -> Result<(StatusCode, Json<EndpointCreatedResponse>), ApiError> {
     let url = validation::endpoint_url(&request.url, &state.target_guard)
         .await
-        .map_err(|message| ApiError::invalid("url", message))?;
+        .map_err(|error| ApiError::invalid("url", error.to_string()))?;
     let event_types = validate_event_types(request.events)?;
     let secret = match request.secret.as_deref() {
         Some(text) => SigningSecret::parse(text)
@@ -218,27 +218,7 @@ pub async fn create_endpoint(
         updated_at: Utc::now(),
     };
     let mut transaction = state.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
-         secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst, retry_policy, \
-         ordered) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(snapshot.endpoint_id.as_uuid())
-    .bind(tenant_id.as_uuid())
-    .bind(&snapshot.url)
-    .bind(&snapshot.description)
-    .bind(&snapshot.event_types)
-    .bind(snapshot.enabled)
-    .bind(secret.expose())
-    .bind(snapshot.created_at)
-    .bind(snapshot.updated_at)
-    .bind(rate_limit.map(|limit| limit.per_second as i32))
-    .bind(rate_limit.map(|limit| limit.burst as i32))
-    .bind(retry_policy.map(sqlx::types::Json))
-    .bind(snapshot.ordered)
-    .execute(&mut *transaction)
-    .await?;
+    herald_store::endpoints::insert(&mut transaction, &snapshot, &secret.expose()).await?;
     let message = LogMessage::EndpointCreated(EndpointCreated {
         endpoint: snapshot.clone(),
     });
@@ -278,7 +258,7 @@ fn validate_event_types(events: Option<Vec<String>>) -> Result<Option<Vec<String
     }
     for (index, event_type) in events.iter().enumerate() {
         validation::event_type(event_type)
-            .map_err(|message| ApiError::invalid(format!("events[{index}]"), message))?;
+            .map_err(|error| ApiError::invalid(format!("events[{index}]"), error.to_string()))?;
     }
     events.sort();
     events.dedup();
@@ -350,19 +330,16 @@ pub async fn rotate_secret(
     let rotated_at = Utc::now();
     let previous_secret_expires_at = rotated_at + chrono::Duration::seconds(i64::from(grace));
     let mut transaction = state.pool.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $3, secret = $4, \
-         updated_at = $5 WHERE endpoint_id = $1 AND tenant_id = $2",
+    let rotated = herald_store::endpoints::rotate_secret(
+        &mut transaction,
+        tenant_id,
+        endpoint_id,
+        &secret.expose(),
+        rotated_at,
+        previous_secret_expires_at,
     )
-    .bind(endpoint_id.as_uuid())
-    .bind(tenant_id.as_uuid())
-    .bind(previous_secret_expires_at)
-    .bind(secret.expose())
-    .bind(rotated_at)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
-    if updated == 0 {
+    .await?;
+    if !rotated {
         return Err(ApiError::NotFound(format!(
             "endpoint {endpoint_id} does not exist for this tenant"
         )));

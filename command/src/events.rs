@@ -12,6 +12,7 @@ use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -62,7 +63,7 @@ pub async fn create_event(
     ApiJson(request): ApiJson<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
     validation::event_type(&request.event_type)
-        .map_err(|message| ApiError::invalid("type", message))?;
+        .map_err(|error| ApiError::invalid("type", error.to_string()))?;
     if request.payload.get() == "null" {
         return Err(ApiError::invalid(
             "payload",
@@ -119,15 +120,19 @@ pub async fn create_event(
     };
     let subject = state.publisher.namespace().event_subject(tenant_id);
     let message = LogMessage::EventAccepted(event);
-    let appended = match idempotency_key {
-        Some(_) => {
-            state
-                .publisher
-                .publish_once(subject, &message, event_id.to_string())
-                .await
+    let appended = async {
+        match idempotency_key {
+            Some(_) => {
+                state
+                    .publisher
+                    .publish_once(subject, &message, event_id.to_string())
+                    .await
+            }
+            None => state.publisher.publish(subject, &message).await,
         }
-        None => state.publisher.publish(subject, &message).await,
-    };
+    }
+    .instrument(tracing::debug_span!("append_event", %tenant_id, %event_id))
+    .await;
     if let Err(error) = appended {
         // The append may still have happened (only its acknowledgement was lost): the key
         // stays claimed for this event id, and a repeat appends it again, deduplicated.
@@ -206,7 +211,7 @@ fn idempotency_key(
     };
     if let Some(key) = key {
         validation::idempotency_key(key)
-            .map_err(|message| ApiError::invalid("idempotency_key", message))?;
+            .map_err(|error| ApiError::invalid("idempotency_key", error.to_string()))?;
     }
     Ok(key.map(str::to_owned))
 }
@@ -243,17 +248,12 @@ async fn route(
         .collect())
 }
 
-/// Continues the caller's W3C trace when it sent a valid `traceparent`, else starts one.
+/// Continues the caller's W3C trace when it sent a valid `traceparent`, else starts one (and
+/// records it in the request span, which already holds an incoming one).
 fn trace_id(headers: &HeaderMap) -> String {
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split('-').nth(1))
-        .filter(|id| {
-            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && *id != "0".repeat(32)
-        });
-    match incoming {
-        Some(id) => id.to_ascii_lowercase(),
-        None => format!("{:032x}", rand::random::<u128>()),
-    }
+    herald_http::telemetry::incoming_trace_id(headers).unwrap_or_else(|| {
+        let started = format!("{:032x}", rand::random::<u128>());
+        tracing::Span::current().record("trace_id", started.as_str());
+        started
+    })
 }

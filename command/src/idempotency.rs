@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What happened when a request tried to claim its idempotency key.
@@ -81,8 +82,11 @@ struct ClaimRequest {
 pub enum ClaimError {
     #[error("the database is unavailable")]
     Unavailable,
+    /// Shared by every claim of the batch that failed.
     #[error("idempotency keys could not be claimed: {0}")]
-    Failed(String),
+    Failed(Arc<sqlx::Error>),
+    #[error("idempotency keys could not be claimed: the claim writer stopped")]
+    WriterStopped,
 }
 
 impl From<ClaimError> for ApiError {
@@ -91,7 +95,7 @@ impl From<ClaimError> for ApiError {
             ClaimError::Unavailable => {
                 ApiError::Unavailable("the database is unavailable; retry later".to_owned())
             }
-            ClaimError::Failed(_) => ApiError::internal(&error),
+            ClaimError::Failed(_) | ClaimError::WriterStopped => ApiError::internal(&error),
         }
     }
 }
@@ -116,6 +120,12 @@ impl IdempotencyKeys {
 
     /// Claims `key` for `event_id`. Claims made at the same time are committed together: one
     /// synchronous commit (one WAL flush) for all of them.
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(%tenant_id, %event_id),
+        err(level = "debug")
+    )]
     pub async fn claim(
         &self,
         tenant_id: TenantId,
@@ -131,9 +141,11 @@ impl IdempotencyKeys {
             event_id,
             answer,
         };
-        let gone = || ClaimError::Failed("the claim writer stopped".to_owned());
-        self.claims.send(request).await.map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+        self.claims
+            .send(request)
+            .await
+            .map_err(|_| ClaimError::WriterStopped)?;
+        answered.await.map_err(|_| ClaimError::WriterStopped)?
     }
 }
 
@@ -151,7 +163,7 @@ async fn write_claims(durable: PgPool, mut requested: mpsc::Receiver<ClaimReques
                 let error = if herald_http::problem::database_unavailable(&error) {
                     ClaimError::Unavailable
                 } else {
-                    ClaimError::Failed(error.to_string())
+                    ClaimError::Failed(Arc::new(error))
                 };
                 for request in batch.drain(..) {
                     let _ = request.answer.send(Err(error.clone()));
@@ -168,6 +180,8 @@ async fn write_claims(durable: PgPool, mut requested: mpsc::Receiver<ClaimReques
     }
 }
 
+/// Claims a batch's keys in one transaction (one synchronous commit).
+#[tracing::instrument(level = "debug", skip_all, fields(claims = batch.len()), err(level = "warn"))]
 async fn claim_batch(
     durable: &PgPool,
     batch: &[ClaimRequest],

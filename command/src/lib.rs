@@ -1,6 +1,16 @@
 //! Herald's command (ingest) service: operators create tenants, tenants subscribe endpoints
-//! and submit events. Events are validated, routed and appended to the log; configuration is
-//! written to Postgres and every change is also appended to the log.
+//! and submit events.
+//!
+//! - **Events** are validated, routed to the tenant's endpoints (ADR 0001) and appended to the
+//!   log; the answer is 202 only once the log has acknowledged the append (ADR 0010).
+//! - **Configuration** (tenants, endpoints, secret rotations) is written to Postgres, its
+//!   source of truth, and the change's log message is staged in `log_outbox` in the same
+//!   transaction ([`herald_log::outbox`], ADR 0009). After the commit the request appends the
+//!   message and removes it from the outbox; if that fails, or the process dies first, the
+//!   outbox relay of any command or delivery process appends it a few seconds later. Nothing
+//!   committed is left out of the log.
+//! - This process's routing cache is refreshed at once by its own changes and by the config
+//!   messages other processes append ([`follow_config_changes`]).
 
 pub mod config;
 pub mod endpoints;
@@ -47,11 +57,9 @@ pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// Appends a configuration change to the log. Postgres already holds the change and is the
-/// source of truth for configuration, so a failure here is logged rather than failing the
-/// request that made the change.
 /// Stages a configuration change's log message in the transaction that makes the change;
-/// `state.outbox.send` appends it once the transaction has committed.
+/// `state.outbox.send` appends it once the transaction has committed (the relay does if that
+/// append fails).
 pub(crate) async fn stage_config_change(
     connection: &mut sqlx::PgConnection,
     state: &CommandState,

@@ -45,18 +45,13 @@ impl RoutingTable {
         if let Some(routes) = self.cached(tenant_id) {
             return Ok(routes);
         }
-        let rows: Vec<(uuid::Uuid, Option<Vec<String>>)> = sqlx::query_as(
-            "SELECT endpoint_id, event_types FROM endpoints \
-             WHERE tenant_id = $1 AND enabled ORDER BY endpoint_id",
-        )
-        .bind(tenant_id.as_uuid())
-        .fetch_all(&self.pool)
-        .await?;
         let routes: TenantRoutes = Arc::new(
-            rows.into_iter()
-                .map(|(endpoint_id, event_types)| Route {
-                    endpoint_id: EndpointId(endpoint_id),
-                    event_types,
+            herald_store::endpoints::routes_for_tenant(&self.pool, tenant_id)
+                .await?
+                .into_iter()
+                .map(|endpoint| Route {
+                    endpoint_id: endpoint.endpoint_id,
+                    event_types: endpoint.event_types,
                 })
                 .collect(),
         );

@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use herald_http::TenantAuthenticator;
 use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
+use herald_rules::target_guard::InvalidCidr;
 use herald_rules::TargetGuard;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -31,7 +32,7 @@ pub struct Shared {
 
 #[derive(Debug, thiserror::Error)]
 #[error("HERALD_ALLOWED_TARGET_CIDRS: {0}")]
-pub struct InvalidConfig(String);
+pub struct InvalidConfig(#[from] InvalidCidr);
 
 impl CommandState {
     pub fn new(
@@ -40,8 +41,7 @@ impl CommandState {
         publisher: LogPublisher,
         authenticator: Arc<TenantAuthenticator>,
     ) -> Result<Self, InvalidConfig> {
-        let target_guard = TargetGuard::from_list(&config.allowed_target_cidrs)
-            .map_err(|error| InvalidConfig(error.to_string()))?;
+        let target_guard = TargetGuard::from_list(&config.allowed_target_cidrs)?;
         let admin_token_hash = config
             .admin_token
             .as_ref()

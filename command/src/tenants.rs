@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use herald_http::tenant_auth::bearer_token;
 use herald_http::{ApiError, ApiJson, ApiKey};
 use herald_schemas::{LogMessage, TenantCreated, TenantId};
@@ -69,18 +69,7 @@ pub async fn create_tenant(
     let api_key = ApiKey::generate();
     let created_at = Utc::now();
     let mut transaction = state.pool.begin().await?;
-    sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
-        .bind(tenant_id.as_uuid())
-        .bind(name)
-        .bind(created_at)
-        .execute(&mut *transaction)
-        .await?;
-    sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES ($1, $2, $3)")
-        .bind(&api_key.hash().0[..])
-        .bind(tenant_id.as_uuid())
-        .bind(created_at)
-        .execute(&mut *transaction)
-        .await?;
+    insert_tenant(&mut transaction, tenant_id, name, &api_key, created_at).await?;
     let message = LogMessage::TenantCreated(TenantCreated {
         tenant_id,
         name: name.to_owned(),
@@ -97,4 +86,28 @@ pub async fn create_tenant(
             api_key: api_key.expose().to_owned(),
         }),
     ))
+}
+
+/// Creates the tenant and its first API key (only the key's hash is stored).
+#[tracing::instrument(skip_all, fields(%tenant_id), err)]
+async fn insert_tenant(
+    connection: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    name: &str,
+    api_key: &ApiKey,
+    created_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(tenant_id.as_uuid())
+        .bind(name)
+        .bind(created_at)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES ($1, $2, $3)")
+        .bind(&api_key.hash().0[..])
+        .bind(tenant_id.as_uuid())
+        .bind(created_at)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
-//! Field rules shared by the command routes. Each returns the user-facing message.
+//! Field rules shared by the command routes. Each refuses a value with a [`FieldError`], whose
+//! message is what the API tells the caller about that field.
 
+use herald_rules::target_guard::TargetRefused;
 use herald_rules::TargetGuard;
 use std::net::IpAddr;
 
@@ -10,52 +12,91 @@ pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 256;
 pub const MAX_EVENT_TYPES_PER_ENDPOINT: usize = 256;
 pub const MAX_TENANT_NAME_LENGTH: usize = 256;
 
-pub fn event_type(value: &str) -> Result<(), String> {
+/// Why a field's value was refused. The message is what the caller is told about the field.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("must be 1-{max} characters")]
+    Length { max: usize },
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("may contain only letters, digits and `.` `_` `-` `:`")]
+    EventTypeCharacters,
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    #[error("is not a valid URL: {0}")]
+    NotAUrl(#[from] url::ParseError),
+    #[error("must use http or https")]
+    Scheme,
+    #[error("must not contain credentials; use the signature to authenticate")]
+    Credentials,
+    #[error("must have a host")]
+    NoHost,
+    #[error("host `{host}` does not resolve")]
+    Unresolvable {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "resolves to {0}; ask the operator to add it to HERALD_ALLOWED_TARGET_CIDRS if this is intended"
+    )]
+    RefusedTarget(#[source] TargetRefused),
+}
+
+pub fn event_type(value: &str) -> Result<(), FieldError> {
     if value.is_empty() || value.len() > MAX_EVENT_TYPE_LENGTH {
-        return Err(format!("must be 1-{MAX_EVENT_TYPE_LENGTH} characters"));
+        return Err(FieldError::Length {
+            max: MAX_EVENT_TYPE_LENGTH,
+        });
     }
     if !value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
     {
-        return Err("may contain only letters, digits and `.` `_` `-` `:`".to_owned());
+        return Err(FieldError::EventTypeCharacters);
     }
     Ok(())
 }
 
-pub fn idempotency_key(value: &str) -> Result<(), String> {
+pub fn idempotency_key(value: &str) -> Result<(), FieldError> {
     if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY_LENGTH {
-        return Err(format!("must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters"));
+        return Err(FieldError::Length {
+            max: MAX_IDEMPOTENCY_KEY_LENGTH,
+        });
     }
     if value.chars().any(|c| c.is_control()) {
-        return Err("must not contain control characters".to_owned());
+        return Err(FieldError::ControlCharacters);
     }
     Ok(())
 }
 
 /// Checks the URL's form and that every address it resolves to now is an allowed target.
 /// Delivery checks again at connect time, so a later DNS change cannot get around this.
-pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, String> {
+pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, FieldError> {
     if value.len() > MAX_URL_LENGTH {
-        return Err(format!("must be at most {MAX_URL_LENGTH} characters"));
+        return Err(FieldError::TooLong {
+            max: MAX_URL_LENGTH,
+        });
     }
-    let url = url::Url::parse(value).map_err(|error| format!("is not a valid URL: {error}"))?;
+    let url = url::Url::parse(value)?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err("must use http or https".to_owned());
+        return Err(FieldError::Scheme);
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain credentials; use the signature to authenticate".to_owned());
+        return Err(FieldError::Credentials);
     }
     let host = match url.host() {
         Some(url::Host::Domain(domain)) => domain.to_owned(),
         Some(url::Host::Ipv4(v4)) => return check_addresses([IpAddr::V4(v4)], guard).map(|()| url),
         Some(url::Host::Ipv6(v6)) => return check_addresses([IpAddr::V6(v6)], guard).map(|()| url),
-        None => return Err("must have a host".to_owned()),
+        None => return Err(FieldError::NoHost),
     };
     let port = url.port_or_known_default().unwrap_or(443);
     let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|_| format!("host `{host}` does not resolve"))?
+        .map_err(|source| FieldError::Unresolvable {
+            host: host.clone(),
+            source,
+        })?
         .map(|address| address.ip())
         .collect();
     check_addresses(addresses, guard).map(|()| url)
@@ -64,13 +105,9 @@ pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, 
 fn check_addresses(
     addresses: impl IntoIterator<Item = IpAddr>,
     guard: &TargetGuard,
-) -> Result<(), String> {
+) -> Result<(), FieldError> {
     for address in addresses {
-        guard.check(address).map_err(|refused| {
-            format!(
-                "resolves to {refused}; ask the operator to add it to HERALD_ALLOWED_TARGET_CIDRS if this is intended"
-            )
-        })?;
+        guard.check(address).map_err(FieldError::RefusedTarget)?;
     }
     Ok(())
 }
@@ -109,5 +146,49 @@ mod tests {
             .await
             .is_ok());
         assert!(endpoint_url("not a url", &loopback).await.is_err());
+    }
+
+    /// The messages are part of the API (problem+json `detail`); they must not drift.
+    #[tokio::test]
+    async fn messages_are_those_the_api_has_always_given() {
+        let message = |result: Result<(), FieldError>| result.expect_err("refused").to_string();
+        assert_eq!(message(event_type("")), "must be 1-128 characters");
+        assert_eq!(
+            message(event_type("has space")),
+            "may contain only letters, digits and `.` `_` `-` `:`"
+        );
+        assert_eq!(message(idempotency_key("")), "must be 1-256 characters");
+        assert_eq!(
+            message(idempotency_key("a\u{7}b")),
+            "must not contain control characters"
+        );
+        let strict = TargetGuard::default();
+        let url_message =
+            |result: Result<url::Url, FieldError>| result.expect_err("refused").to_string();
+        assert_eq!(
+            url_message(endpoint_url(&"x".repeat(MAX_URL_LENGTH + 1), &strict).await),
+            "must be at most 2048 characters"
+        );
+        assert_eq!(
+            url_message(endpoint_url("not a url", &strict).await),
+            "is not a valid URL: relative URL without a base"
+        );
+        assert_eq!(
+            url_message(endpoint_url("ftp://example.com/x", &strict).await),
+            "must use http or https"
+        );
+        assert_eq!(
+            url_message(endpoint_url("http://user:pw@example.com/", &strict).await),
+            "must not contain credentials; use the signature to authenticate"
+        );
+        assert_eq!(
+            url_message(endpoint_url("http://host.invalid/", &strict).await),
+            "host `host.invalid` does not resolve"
+        );
+        assert_eq!(
+            url_message(endpoint_url("http://127.0.0.1:9/hook", &strict).await),
+            "resolves to 127.0.0.1 is a loopback address, which receivers may not use; \
+             ask the operator to add it to HERALD_ALLOWED_TARGET_CIDRS if this is intended"
+        );
     }
 }

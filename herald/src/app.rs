@@ -4,19 +4,19 @@ use crate::config::HeraldConfig;
 use crate::health::healthz;
 use crate::migrate::{migrate, MigrateError};
 use crate::stack::{Stack, StackError};
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
+use herald_command::state::InvalidConfig;
 use herald_command::CommandState;
 use herald_http::TenantAuthenticator;
 use herald_log::LogPublisher;
 use herald_query::QueryState;
+use std::convert::Infallible;
+use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
@@ -39,10 +39,28 @@ pub enum RunError {
     Stack(#[from] StackError),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
-    #[error("{0}")]
-    Service(String),
+    #[error(transparent)]
+    Config(#[from] InvalidConfig),
+    #[error(transparent)]
+    Service(#[from] ServiceFailed),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A background service that ended the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceFailed {
+    #[error("{service}: {source}")]
+    Failed {
+        service: &'static str,
+        source: BoxError,
+    },
+    #[error("the {service} stopped unexpectedly")]
+    Stopped { service: &'static str },
+    #[error("a background service panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
 }
 
 /// Connects, migrates, serves HTTP on `listener` and runs the background services until
@@ -64,7 +82,8 @@ pub async fn run(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         );
-    let mut background: JoinSet<Result<(), String>> = JoinSet::new();
+    // Each task ends with its service's name, or with why it failed.
+    let mut background: JoinSet<Result<&'static str, ServiceFailed>> = JoinSet::new();
 
     if service.includes(Service::Command) {
         let state = CommandState::new(
@@ -72,21 +91,27 @@ pub async fn run(
             stack.pool.clone(),
             publisher.clone(),
             authenticator.clone(),
-        )
-        .map_err(|error| RunError::Service(error.to_string()))?;
+        )?;
         router = router.merge(herald_command::router(
             state.clone(),
             config.command.max_body_bytes,
         ));
-        background.spawn(
-            herald_command::follow_config_changes(state, stack.nats.clone(), shutdown.clone())
-                .map_ok(),
-        );
+        background.spawn(background_task(
+            "configuration follower",
+            infallible(herald_command::follow_config_changes(
+                state,
+                stack.nats.clone(),
+                shutdown.clone(),
+            )),
+        ));
     }
     // Whoever stages configuration changes also relays those left unappended.
     if service.includes(Service::Command) || service.includes(Service::Delivery) {
         let outbox = herald_log::outbox::Outbox::new(stack.pool.clone(), publisher.clone());
-        background.spawn(outbox.relay(shutdown.clone()).map_ok());
+        background.spawn(background_task(
+            "outbox relay",
+            infallible(outbox.relay(shutdown.clone())),
+        ));
     }
     if service.includes(Service::Query) {
         router = router.merge(herald_query::router(QueryState::new(
@@ -102,7 +127,7 @@ pub async fn run(
             stack.pool.clone(),
             shutdown.clone(),
         );
-        background.spawn(async move { run.await.map_err(|error| error.to_string()) });
+        background.spawn(background_task("delivery service", run));
     }
     if service.includes(Service::Projector) {
         let run = herald_projector::run(
@@ -113,10 +138,10 @@ pub async fn run(
             stack.clickhouse.clone(),
             shutdown.clone(),
         );
-        background.spawn(async move { run.await.map_err(|error| error.to_string()) });
+        background.spawn(background_task("projector", run));
     }
 
-    let router = router.layer(middleware::from_fn(request_span));
+    let router = router.layer(middleware::from_fn(herald_http::request_span));
     let address = listener.local_addr().map_err(RunError::Serve)?;
     tracing::info!(%address, ?service, "herald serving");
     let server =
@@ -129,16 +154,16 @@ pub async fn run(
             }
         }
         Some(finished) = background.join_next() => {
-            let reason = match finished {
+            let failed = match finished {
                 // Background services return on their own only when shutting down.
-                Ok(Ok(())) if shutdown.is_cancelled() => None,
-                Ok(Ok(())) => Some("a background service stopped unexpectedly".to_owned()),
-                Ok(Err(error)) => Some(error),
-                Err(error) => Some(error.to_string()),
+                Ok(Ok(_)) if shutdown.is_cancelled() => None,
+                Ok(Ok(service)) => Some(ServiceFailed::Stopped { service }),
+                Ok(Err(failed)) => Some(failed),
+                Err(panicked) => Some(ServiceFailed::from(panicked)),
             };
-            if let Some(reason) = reason {
-                tracing::error!(%reason, "stopping");
-                failure = Some(RunError::Service(reason));
+            if let Some(failed) = failed {
+                tracing::error!(reason = %failed, "stopping");
+                failure = Some(RunError::Service(failed));
             }
         }
     }
@@ -155,34 +180,25 @@ pub async fn run(
     }
 }
 
-trait MapOk {
-    fn map_ok(self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+/// A background service's task: it ends with the service's name, or with why it failed.
+/// Accepts any error type, so each service keeps its own.
+async fn background_task<E>(
+    service: &'static str,
+    run: impl Future<Output = Result<(), E>>,
+) -> Result<&'static str, ServiceFailed>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    run.await
+        .map(|()| service)
+        .map_err(|error| ServiceFailed::Failed {
+            service,
+            source: Box::new(error),
+        })
 }
 
-impl<F: std::future::Future<Output = ()> + Send> MapOk for F {
-    async fn map_ok(self) -> Result<(), String> {
-        self.await;
-        Ok(())
-    }
-}
-
-/// One span per request; the tenant is filled in once the API key is checked.
-async fn request_span(request: Request, next: Next) -> Response {
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        tenant_id = tracing::field::Empty,
-        status = tracing::field::Empty,
-    );
-    async move {
-        let response = next.run(request).await;
-        tracing::Span::current().record("status", response.status().as_u16());
-        if response.status().is_server_error() {
-            tracing::warn!("request failed");
-        }
-        response
-    }
-    .instrument(span)
-    .await
+/// A service that cannot fail (it only returns when shutting down).
+async fn infallible(run: impl Future<Output = ()>) -> Result<(), Infallible> {
+    run.await;
+    Ok(())
 }

@@ -26,8 +26,23 @@ pub struct CheckResult {
     pub error: Option<String>,
 }
 
+/// Why a store did not answer the health check; shown as `error`.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("not connected")]
+    NotConnected,
+    #[error("no answer within 2 s")]
+    TimedOut,
+    #[error(transparent)]
+    Nats(#[from] async_nats::client::FlushError),
+    #[error(transparent)]
+    Postgres(#[from] sqlx::Error),
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::error::Error),
+}
+
 impl CheckResult {
-    fn from_result(result: Result<(), String>) -> Self {
+    fn from_result(result: Result<(), CheckError>) -> Self {
         match result {
             Ok(()) => Self {
                 ok: true,
@@ -35,18 +50,18 @@ impl CheckResult {
             },
             Err(error) => Self {
                 ok: false,
-                error: Some(error),
+                error: Some(error.to_string()),
             },
         }
     }
 }
 
-async fn within<F: std::future::Future<Output = Result<(), String>>>(
+async fn within<F: std::future::Future<Output = Result<(), CheckError>>>(
     check: F,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     tokio::time::timeout(CHECK_TIMEOUT, check)
         .await
-        .unwrap_or_else(|_| Err("no answer within 2 s".to_owned()))
+        .unwrap_or(Err(CheckError::TimedOut))
 }
 
 #[utoipa::path(
@@ -56,26 +71,18 @@ async fn within<F: std::future::Future<Output = Result<(), String>>>(
 pub async fn healthz(State(stack): State<Stack>) -> (StatusCode, Json<Health>) {
     let nats = async {
         if stack.nats.connection_state() == async_nats::connection::State::Connected {
-            stack.nats.flush().await.map_err(|error| error.to_string())
+            Ok(stack.nats.flush().await?)
         } else {
-            Err("not connected".to_owned())
+            Err(CheckError::NotConnected)
         }
     };
     let postgres = async {
-        sqlx::query("SELECT 1")
-            .execute(&stack.pool)
-            .await
-            .map(|_| ())
-            .map_err(|error| error.to_string())
+        sqlx::query("SELECT 1").execute(&stack.pool).await?;
+        Ok(())
     };
     let clickhouse = async {
-        stack
-            .clickhouse
-            .query("SELECT 1")
-            .fetch_one::<u8>()
-            .await
-            .map(|_| ())
-            .map_err(|error| error.to_string())
+        stack.clickhouse.query("SELECT 1").fetch_one::<u8>().await?;
+        Ok(())
     };
     let (nats, postgres, clickhouse) =
         tokio::join!(within(nats), within(postgres), within(clickhouse));

@@ -1,12 +1,15 @@
 //! The HTTP edge shared by the `command` and `query` services: RFC 9457 problem responses,
-//! tenant authentication by API key, and JSON bodies whose errors name the offending field.
+//! tenant authentication by API key, JSON bodies whose errors name the offending field, and
+//! the request span.
 
 pub mod api_key;
 pub mod json_body;
 pub mod problem;
+pub mod telemetry;
 pub mod tenant_auth;
 
 pub use api_key::{ApiKey, ApiKeyHash};
 pub use json_body::ApiJson;
 pub use problem::{ApiError, ProblemDetails};
+pub use telemetry::request_span;
 pub use tenant_auth::{AuthenticatedTenant, TenantAuthenticator};

@@ -34,16 +34,10 @@ impl TenantAuthenticator {
         if let Some(tenant_id) = self.cached(&hash) {
             return Ok(tenant_id);
         }
-        let row: Option<(uuid::Uuid,)> = sqlx::query_as(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        let tenant_id = TenantId(
-            row.ok_or_else(|| ApiError::Unauthorized("the API key is not valid".to_owned()))?
-                .0,
-        );
+        let tenant_id = self
+            .stored_tenant(&hash)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".to_owned()))?;
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
@@ -51,6 +45,18 @@ impl TenantAuthenticator {
             cache.insert(hash, (tenant_id, Instant::now()));
         }
         Ok(tenant_id)
+    }
+
+    /// The tenant of an unrevoked key, from the database.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn stored_tenant(&self, hash: &ApiKeyHash) -> Result<Option<TenantId>, sqlx::Error> {
+        let row: Option<(uuid::Uuid,)> = sqlx::query_as(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(tenant_id,)| TenantId(tenant_id)))
     }
 
     fn cached(&self, hash: &ApiKeyHash) -> Option<TenantId> {

@@ -10,10 +10,45 @@ use std::time::Duration;
 pub enum LogError {
     #[error("could not publish to the log: {0}")]
     Publish(#[from] jetstream::context::PublishError),
-    #[error("could not create or update stream `{name}`: {reason}")]
-    Stream { name: String, reason: String },
-    #[error("could not create consumer `{name}`: {reason}")]
-    Consumer { name: String, reason: String },
+    #[error("could not create or update stream `{name}`: {source}")]
+    Stream {
+        name: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("could not create consumer `{name}`: {source}")]
+    Consumer {
+        name: String,
+        source: jetstream::stream::ConsumerError,
+    },
+}
+
+impl LogError {
+    /// Whether the same call may succeed later: the server was unreachable, slow, busy or
+    /// electing a leader. Otherwise it refused what was asked (a message too large, a wrong
+    /// expected sequence, an invalid stream or consumer definition), and asking again is
+    /// refused again.
+    pub fn is_retryable(&self) -> bool {
+        use jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
+        use jetstream::stream::ConsumerErrorKind;
+        match self {
+            Self::Publish(error) => !matches!(
+                error.kind(),
+                PublishErrorKind::WrongLastMessageId
+                    | PublishErrorKind::WrongLastSequence
+                    | PublishErrorKind::MaxPayloadExceeded
+            ),
+            Self::Stream { source, .. } => matches!(
+                source.kind(),
+                CreateStreamErrorKind::TimedOut
+                    | CreateStreamErrorKind::JetStreamUnavailable
+                    | CreateStreamErrorKind::Response
+            ),
+            Self::Consumer { source, .. } => matches!(
+                source.kind(),
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request
+            ),
+        }
+    }
 }
 
 pub mod outbox;
@@ -43,6 +78,7 @@ impl LogPublisher {
 
     /// Publishes and waits for the stream's acknowledgement. Many concurrent callers share
     /// one connection, so acknowledgements are pipelined rather than taken one at a time.
+    #[tracing::instrument(level = "debug", skip_all, fields(%subject), err(level = "debug"))]
     pub async fn publish(&self, subject: String, message: &LogMessage) -> Result<u64, LogError> {
         let ack = self
             .jetstream
@@ -67,6 +103,12 @@ impl LogPublisher {
     }
 
     /// [`publish_once`](Self::publish_once) for a message already encoded.
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(%subject, %message_id),
+        err(level = "debug")
+    )]
     pub async fn publish_bytes_once(
         &self,
         subject: String,
@@ -100,6 +142,7 @@ pub struct DurableConsumer {
 
 impl DurableConsumer {
     /// Binds to the consumer, creating it to read from `start` if the server has none.
+    #[tracing::instrument(skip_all, fields(consumer = %self.name), err(level = "debug"))]
     pub async fn open(
         &self,
         stream: &jetstream::stream::Stream,
@@ -119,9 +162,9 @@ impl DurableConsumer {
                 },
             )
             .await
-            .map_err(|error| LogError::Consumer {
+            .map_err(|source| LogError::Consumer {
                 name: self.name.clone(),
-                reason: error.to_string(),
+                source,
             })
     }
 
@@ -270,6 +313,7 @@ pub async fn follow(
 /// `replicas` is how many servers of a JetStream cluster keep each stream (1 on a single
 /// server, 3 in production). Consumers created without a replica count of their own inherit
 /// the stream's, so the durable consumers survive the loss of a server as the streams do.
+#[tracing::instrument(skip_all, fields(%namespace, replicas), err)]
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     namespace: &Namespace,
@@ -298,26 +342,54 @@ pub async fn ensure_streams(
         ..Default::default()
     };
     for config in [log, retries] {
-        let name = config.name.clone();
-        let stream_error = |reason: String| LogError::Stream {
-            name: name.clone(),
-            reason,
+        let stream_error = |source| LogError::Stream {
+            name: config.name.clone(),
+            source,
         };
         match jetstream.get_stream(&config.name).await {
             Ok(_) => {
                 jetstream
                     .update_stream(&config)
                     .await
-                    .map_err(|error| stream_error(error.to_string()))?;
+                    .map_err(stream_error)?;
             }
             Err(_) => {
                 jetstream
                     .create_stream(config.clone())
                     .await
-                    .map_err(|error| stream_error(error.to_string()))?;
+                    .map_err(stream_error)?;
                 tracing::info!(stream = %config.name, "created stream");
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetstream::context::{CreateStreamError, CreateStreamErrorKind, PublishErrorKind};
+    use jetstream::stream::{ConsumerError, ConsumerErrorKind};
+
+    #[test]
+    fn an_unreachable_or_busy_server_is_retryable_a_refused_request_is_not() {
+        let publish = |kind| LogError::Publish(jetstream::context::PublishError::new(kind));
+        assert!(publish(PublishErrorKind::TimedOut).is_retryable());
+        assert!(publish(PublishErrorKind::BrokenPipe).is_retryable());
+        assert!(publish(PublishErrorKind::StreamNotFound).is_retryable());
+        assert!(!publish(PublishErrorKind::MaxPayloadExceeded).is_retryable());
+        assert!(!publish(PublishErrorKind::WrongLastSequence).is_retryable());
+        let stream = |kind| LogError::Stream {
+            name: "LOG".to_owned(),
+            source: CreateStreamError::new(kind),
+        };
+        assert!(stream(CreateStreamErrorKind::TimedOut).is_retryable());
+        assert!(!stream(CreateStreamErrorKind::InvalidStreamName).is_retryable());
+        let consumer = |kind| LogError::Consumer {
+            name: "first".to_owned(),
+            source: ConsumerError::new(kind),
+        };
+        assert!(consumer(ConsumerErrorKind::Request).is_retryable());
+        assert!(!consumer(ConsumerErrorKind::InvalidName).is_retryable());
+    }
 }

@@ -37,6 +37,7 @@ impl Outbox {
     }
 
     /// Stages `message` for `subject` in the caller's transaction.
+    #[tracing::instrument(skip_all, fields(%subject), err)]
     pub async fn stage(
         connection: &mut PgConnection,
         subject: String,
@@ -59,6 +60,7 @@ impl Outbox {
 
     /// Appends a staged message once its transaction has committed, and removes it from the
     /// outbox. A failure is only logged: the relay appends it later.
+    #[tracing::instrument(skip_all, fields(outbox_id = staged.id, subject = %staged.subject))]
     pub async fn send(&self, staged: Staged) {
         let id = staged.id;
         if let Err(error) = self.append(staged).await {
@@ -102,6 +104,7 @@ impl Outbox {
     }
 
     /// One pass of the relay; returns how many messages it appended.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     pub async fn relay_once(&self) -> Result<usize, OutboxError> {
         let mut transaction = self.pool.begin().await?;
         let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(

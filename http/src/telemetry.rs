@@ -1,0 +1,87 @@
+//! One span per API request, with what is known about the request: method, path, the caller's
+//! W3C trace id, the tenant once its API key is checked ([`crate::AuthenticatedTenant`]) and
+//! the response status. A route that starts a trace of its own (ingest, when the caller sent
+//! no `traceparent`) records its id in `trace_id`.
+
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::field::{display, Empty};
+use tracing::Instrument;
+
+/// Middleware (`axum::middleware::from_fn(request_span)`) running each request in its span.
+pub async fn request_span(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = Empty,
+        tenant_id = Empty,
+        status = Empty,
+    );
+    if !span.is_disabled() {
+        if let Some(trace_id) = incoming_trace_id(request.headers()) {
+            span.record("trace_id", display(trace_id));
+        }
+    }
+    async move {
+        let response = next.run(request).await;
+        tracing::Span::current().record("status", response.status().as_u16());
+        if response.status().is_server_error() {
+            tracing::warn!("request failed");
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The trace id of the caller's `traceparent` header (lowercase hex), when it sent a valid one.
+pub fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split('-').nth(1))
+        .filter(|id| {
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && *id != "0".repeat(32)
+        })
+        .map(str::to_ascii_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_traceparent(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_str(value).expect("header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_valid_traceparent_gives_its_trace_id_in_lowercase() {
+        let headers = with_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01");
+        assert_eq!(
+            incoming_trace_id(&headers).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+
+    #[test]
+    fn an_invalid_or_missing_traceparent_gives_none() {
+        assert_eq!(incoming_trace_id(&HeaderMap::new()), None);
+        for value in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(incoming_trace_id(&with_traceparent(value)), None, "{value}");
+        }
+    }
+}
