@@ -1,25 +1,30 @@
-//! One attempt of one delivery: look up the endpoint, send, decide what happens next, and
-//! record it in the log (plus the retry, when one is scheduled). The source message is only
-//! acknowledged by the caller after this returns `Ok`, i.e. once the record is durable.
+//! One attempt of one delivery: look up the endpoint, make the checks before an attempt
+//! (`pre_attempt`), send, decide what happens next (`retry_policy`), and record it in the log.
+//! The source message is only acknowledged by the caller after this returns `Ok`, i.e. once
+//! the record is durable.
+//!
+//! Unordered deliveries and ordered endpoints' lanes differ in where a delivery waits and
+//! what it is charged; each says so through its own [`Sequencing`].
 
 use crate::circuit_breaker::{Admission, Transition};
+use crate::config::DeliveryConfig;
 use crate::endpoint_breakers::EndpointBreakers;
-use crate::endpoint_concurrency::{Busy, EndpointConcurrency};
-use crate::endpoint_registry::{EndpointRegistry, RegistryError};
+use crate::endpoint_concurrency::{Busy, EndpointConcurrency, EndpointSlot};
+use crate::endpoint_registry::{EndpointRegistry, EndpointTarget, RegistryError};
 use crate::http_sender::{HttpSender, SendReport, Webhook};
+use crate::pre_attempt::{self, Answer, Checks, EndpointState, Gate, Parked, Verdict};
 use crate::rate_limit::KeyedBuckets;
 use crate::retry_budget::RetryBudget;
 use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
-use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
 use herald_log::outbox::Outbox;
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::{
-    AttemptId, AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred,
-    EndpointCircuitClosed, EndpointCircuitOpened, EndpointId, ErrorClass, EventAccepted,
-    LogMessage, RateLimit, RetryDue,
+    AttemptId, AttemptOutcome, AttemptRecorded, DeferralReason, EndpointCircuitClosed,
+    EndpointCircuitOpened, EndpointId, ErrorClass, EventAccepted, LogMessage, RateLimit, RetryDue,
 };
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -32,9 +37,6 @@ pub struct DeliveryJob {
     pub endpoint_id: EndpointId,
     pub attempt_number: u32,
     pub scheduled_at: DateTime<Utc>,
-    /// Run by an ordered endpoint's lane: waits and retries are handed back to the lane
-    /// rather than put in the retry queue, so that nothing overtakes this delivery.
-    pub in_lane: bool,
 }
 
 impl DeliveryJob {
@@ -49,12 +51,42 @@ impl DeliveryJob {
             due_at,
         }
     }
+}
 
-    /// Retries are charged to the retry budget; first attempts (also when scheduled or paced)
-    /// and ordered lanes, which hold one delivery per endpoint at most, are not.
-    fn charged_to_retry_budget(&self) -> bool {
-        self.attempt_number > 1 && !self.in_lane
-    }
+/// What differs between a delivery made by the unordered workers (waits and retries go
+/// through the retry queue) and one made by an ordered endpoint's lane (which holds its
+/// delivery until it is finished, so that nothing overtakes it).
+pub trait Sequencing: Sync {
+    /// Whether this delivery is made by its ordered endpoint's lane instead.
+    fn leaves_to_lane(&self, job: &DeliveryJob, endpoint_ordered: bool) -> bool;
+
+    /// Whether the attempt is charged to the process's retry budget.
+    fn charges_retry_budget(&self, job: &DeliveryJob) -> bool;
+
+    /// One of the endpoint's in-flight slots (`None` if the endpoint's slots are gone), or
+    /// how long until one should be free.
+    fn endpoint_slot(
+        &self,
+        concurrency: &EndpointConcurrency,
+        endpoint_id: EndpointId,
+    ) -> impl Future<Output = Result<Option<EndpointSlot>, Busy>> + Send;
+
+    /// Puts the delivery aside until `until`, with the same attempt number; `reason` is
+    /// `None` for the event's own schedule.
+    fn defer(
+        &self,
+        job: &DeliveryJob,
+        until: DateTime<Utc>,
+        reason: Option<DeferralReason>,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Schedules the next attempt the retry policy decided on; runs while the attempt's
+    /// record is appended.
+    fn schedule_retry(
+        &self,
+        job: &DeliveryJob,
+        due_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +95,10 @@ pub enum AttemptError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("could not change endpoint configuration: {0}")]
-    Database(#[from] sqlx::Error),
 }
 
 /// Longest a delivery waits in memory for its endpoint's rate limit.
 const MAX_PACING_WAIT: Duration = Duration::from_secs(1);
-
-/// A scheduled delivery this close to its time is attempted rather than queued again.
-const SCHEDULE_SLACK_MS: i64 = 50;
 
 /// What became of a delivery job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,31 +108,81 @@ pub enum JobOutcome {
         next_attempt_at: Option<DateTime<Utc>>,
     },
     /// Not attempted yet: due again at `until` with the same attempt number (scheduled,
-    /// rate limited, circuit breaker open, over the retry budget). Outside a lane the retry
-    /// queue already holds it.
+    /// rate limited, circuit breaker open, over the retry budget); the job's `Sequencing`
+    /// holds it.
     Deferred { until: DateTime<Utc> },
     /// The endpoint is ordered: its lane makes this delivery.
     LeftToLane,
 }
 
 pub struct AttemptRunner {
-    pub sender: HttpSender,
-    pub endpoints: EndpointRegistry,
-    pub publisher: LogPublisher,
-    pub outbox: Outbox,
-    pub retries: RetryScheduler,
-    pub policy: RetryPolicy,
-    pub in_flight: Semaphore,
+    sender: HttpSender,
+    endpoints: EndpointRegistry,
+    publisher: LogPublisher,
+    outbox: Outbox,
+    policy: RetryPolicy,
+    in_flight: Semaphore,
     /// Retries may hold only part of `in_flight`, so first attempts always find room.
-    pub retry_in_flight: Semaphore,
-    pub retry_budget: RetryBudget,
-    pub per_endpoint: EndpointConcurrency,
-    pub breakers: EndpointBreakers,
-    pub rate_limits: KeyedBuckets<EndpointId>,
+    retry_in_flight: Semaphore,
+    retry_budget: RetryBudget,
+    per_endpoint: EndpointConcurrency,
+    breakers: EndpointBreakers,
+    rate_limits: KeyedBuckets<EndpointId>,
 }
 
 impl AttemptRunner {
-    pub async fn run(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+    pub fn new(
+        config: &DeliveryConfig,
+        sender: HttpSender,
+        endpoints: EndpointRegistry,
+        publisher: LogPublisher,
+        outbox: Outbox,
+    ) -> Self {
+        Self {
+            sender,
+            endpoints,
+            publisher,
+            outbox,
+            policy: config.retry_policy(),
+            in_flight: Semaphore::new(config.max_in_flight.max(1)),
+            retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
+            retry_budget: RetryBudget::new(config.retry_budget_per_minute),
+            per_endpoint: EndpointConcurrency::new(
+                config.max_in_flight_per_endpoint,
+                config.max_in_flight,
+            ),
+            breakers: EndpointBreakers::new(config.breaker_policy()),
+            rate_limits: Default::default(),
+        }
+    }
+
+    pub fn publisher(&self) -> &LogPublisher {
+        &self.publisher
+    }
+
+    /// Takes in a configuration change read from the log: breaker changes other processes
+    /// made, and endpoints whose cached configuration is stale.
+    pub fn follow(&self, message: &LogMessage) {
+        match message {
+            LogMessage::EndpointCircuitOpened(opened) => self
+                .breakers
+                .opened_elsewhere(opened.endpoint_id, opened.until),
+            LogMessage::EndpointCircuitClosed(closed) => {
+                self.breakers.closed_elsewhere(closed.endpoint_id)
+            }
+            _ => {
+                if let Some((_, endpoint_id)) = message.changed_endpoint() {
+                    self.endpoints.invalidate(endpoint_id);
+                }
+            }
+        }
+    }
+
+    pub async fn run<S: Sequencing>(
+        &self,
+        job: DeliveryJob,
+        sequencing: &S,
+    ) -> Result<JobOutcome, AttemptError> {
         let span = tracing::info_span!(
             "attempt",
             trace_id = %job.event.trace_id,
@@ -114,101 +191,99 @@ impl AttemptRunner {
             endpoint_id = %job.endpoint_id,
             attempt_number = job.attempt_number,
         );
-        self.run_inner(job).instrument(span).await
+        self.run_inner(job, sequencing).instrument(span).await
     }
 
-    async fn run_inner(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+    async fn run_inner<S: Sequencing>(
+        &self,
+        job: DeliveryJob,
+        sequencing: &S,
+    ) -> Result<JobOutcome, AttemptError> {
         let endpoint = self.endpoints.get(job.endpoint_id).await?;
-        // Replays (attempt numbers above 1) of an ordered endpoint's deliveries are sent
-        // outside its order: they repeat something the lane already finished.
-        if !job.in_lane && job.attempt_number == 1 && endpoint.as_ref().is_some_and(|t| t.ordered) {
+        if sequencing.leaves_to_lane(&job, endpoint.as_ref().is_some_and(|t| t.ordered)) {
             return Ok(JobOutcome::LeftToLane);
         }
         let policy = match endpoint.as_ref().and_then(|target| target.retry_policy) {
             Some(own) => Cow::Owned(self.policy.with_override(&own)),
             None => Cow::Borrowed(&self.policy),
         };
-        let now = Utc::now();
-        if let Some(expires_at) = job.event.expires_at.filter(|expires_at| now >= *expires_at) {
-            return self.expire(&job, expires_at).await;
-        }
-        if let Some(after) = job.event.deliver_after {
-            if after - now > chrono::Duration::milliseconds(SCHEDULE_SLACK_MS) {
-                return self.defer(&job, after, None).await;
-            }
-        }
-        let report = match endpoint.as_deref() {
-            Some(target) if target.enabled => {
-                if let Some(until) = self.breakers.parked_until(job.endpoint_id, Utc::now()) {
-                    return self
-                        .park(&job, &policy, until, DeferralReason::CircuitOpen)
-                        .await;
-                }
-                if job.charged_to_retry_budget() {
-                    if let Err(wait) = self.retry_budget.take() {
-                        let until =
-                            Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                        return self
-                            .park(&job, &policy, until, DeferralReason::RetryBudget)
-                            .await;
-                    }
-                }
-                // A lane holds one delivery at most and must not be overtaken: it waits.
-                let _endpoint_slot = match job.in_lane {
-                    true => self.per_endpoint.acquire_waiting(job.endpoint_id).await,
-                    false => match self.per_endpoint.acquire(job.endpoint_id).await {
-                        Ok(slot) => Some(slot),
-                        Err(Busy { retry_in }) => {
-                            let until = Utc::now()
-                                + chrono::Duration::from_std(retry_in).unwrap_or_default();
-                            return self
-                                .park(&job, &policy, until, DeferralReason::EndpointBusy)
-                                .await;
+        let target = endpoint.as_deref().filter(|target| target.enabled);
+        let mut checks = Checks::new(
+            Utc::now(),
+            job.event.expires_at,
+            job.event.deliver_after,
+            match target {
+                Some(target) => EndpointState::Available {
+                    rate_limited: target.rate_limit.is_some(),
+                },
+                None => EndpointState::Unavailable,
+            },
+            sequencing.charges_retry_budget(&job),
+        );
+        // Held until the request is over.
+        let mut slot = None;
+        let verdict = loop {
+            let gate = match checks.next() {
+                Verdict::Ask(gate) => gate,
+                verdict => break verdict,
+            };
+            let answer = match gate {
+                Gate::CircuitOpen => self
+                    .breakers
+                    .parked_until(job.endpoint_id, Utc::now())
+                    .map_or(Answer::Pass, Answer::WaitUntil),
+                Gate::RetryBudget => match self.retry_budget.take() {
+                    Ok(()) => Answer::Pass,
+                    Err(wait) => Answer::WaitUntil(after(wait)),
+                },
+                Gate::EndpointSlot => {
+                    match sequencing
+                        .endpoint_slot(&self.per_endpoint, job.endpoint_id)
+                        .await
+                    {
+                        Ok(taken) => {
+                            slot = taken;
+                            Answer::Pass
                         }
-                    },
-                };
-                // Pacing comes before the breaker: a probe, once admitted, must be sent.
-                if let Some(limit) = target.rate_limit {
-                    if let Some(due_at) = self.pace(job.endpoint_id, limit).await {
-                        return self
-                            .defer(&job, due_at, Some(DeferralReason::RateLimited))
-                            .await;
+                        Err(Busy { retry_in }) => Answer::WaitUntil(after(retry_in)),
                     }
                 }
-                if let Admission::Park { until } = self.breakers.admit(job.endpoint_id, Utc::now())
-                {
-                    return self
-                        .park(&job, &policy, until, DeferralReason::CircuitOpen)
-                        .await;
-                }
-                let _retry_permit = match job.attempt_number > 1 {
-                    true => Some(self.retry_in_flight.acquire().await),
-                    false => None,
-                };
-                let _permit = self.in_flight.acquire().await;
-                let report = self
-                    .sender
-                    .send(&Webhook {
-                        url: &target.url,
-                        event_id: job.event.event_id,
-                        event_type: &job.event.event_type,
-                        payload: &job.event.payload,
-                        trace_id: &job.event.trace_id,
-                        secrets: &target.secrets,
-                    })
-                    .await;
-                let transition =
-                    self.breakers
-                        .record(job.endpoint_id, &report.result, report.finished_at);
-                if let Some(transition) = transition {
-                    self.announce(&job, transition, report.finished_at).await;
-                }
+                Gate::RateLimit => match target.and_then(|target| target.rate_limit) {
+                    Some(limit) => self
+                        .pace(job.endpoint_id, limit)
+                        .await
+                        .map_or(Answer::Pass, Answer::WaitUntil),
+                    None => Answer::Pass,
+                },
+                Gate::BreakerAdmission => match self.breakers.admit(job.endpoint_id, Utc::now()) {
+                    Admission::Park { until } => Answer::WaitUntil(until),
+                    Admission::Send | Admission::Probe => Answer::Pass,
+                },
+            };
+            checks.answer(gate, answer);
+        };
+        let report = match (verdict, target) {
+            (Verdict::Expire { expired_at }, _) => {
+                return self.expire(&job, expired_at, sequencing).await
+            }
+            (Verdict::Defer { until, reason }, _) => {
+                sequencing.defer(&job, until, reason).await?;
+                return Ok(JobOutcome::Deferred { until });
+            }
+            (Verdict::Park { until, reason }, _) => {
+                return self.park(&job, &policy, until, reason, sequencing).await
+            }
+            (Verdict::Send, Some(target)) => {
+                let report = self.send(&job, target).await;
+                drop(slot);
                 report
             }
-            _ => SendReport::not_sent(
-                ErrorClass::EndpointUnavailable,
-                "the endpoint was deleted or disabled",
-            ),
+            (Verdict::EndpointUnavailable | Verdict::Send | Verdict::Ask(_), _) => {
+                SendReport::not_sent(
+                    ErrorClass::EndpointUnavailable,
+                    "the endpoint was deleted or disabled",
+                )
+            }
         };
         let decision = policy
             .decide(
@@ -219,15 +294,44 @@ impl AttemptRunner {
                 rand::random(),
             )
             .within_expiry(job.event.expires_at);
-        self.conclude(&job, report, decision).await
+        self.conclude(&job, report, decision, sequencing).await
+    }
+
+    /// Makes the request, within the process's in-flight limits, and tells the endpoint's
+    /// breaker how it went.
+    async fn send(&self, job: &DeliveryJob, target: &EndpointTarget) -> SendReport {
+        let _retry_permit = match job.attempt_number > 1 {
+            true => Some(self.retry_in_flight.acquire().await),
+            false => None,
+        };
+        let _permit = self.in_flight.acquire().await;
+        let report = self
+            .sender
+            .send(&Webhook {
+                url: &target.url,
+                event_id: job.event.event_id,
+                event_type: &job.event.event_type,
+                payload: &job.event.payload,
+                trace_id: &job.event.trace_id,
+                secrets: &target.secrets,
+            })
+            .await;
+        let transition = self
+            .breakers
+            .record(job.endpoint_id, &report.result, report.finished_at);
+        if let Some(transition) = transition {
+            self.announce(job, transition, report.finished_at).await;
+        }
+        report
     }
 
     /// Records an attempt (and schedules its retry) in the log.
-    async fn conclude(
+    async fn conclude<S: Sequencing>(
         &self,
         job: &DeliveryJob,
         report: SendReport,
         decision: Decision,
+        sequencing: &S,
     ) -> Result<JobOutcome, AttemptError> {
         let error_class = match report.result {
             AttemptResult::Succeeded => None,
@@ -235,7 +339,9 @@ impl AttemptRunner {
         };
         let event = &job.event;
         if report.http_status == Some(410) {
-            self.disable_gone_endpoint(event.tenant_id, job.endpoint_id)
+            let subject = self.publisher.namespace().config_subject(event.tenant_id);
+            self.endpoints
+                .disable_gone(event.tenant_id, job.endpoint_id, &self.outbox, subject)
                 .await?;
         }
         let record = AttemptRecorded {
@@ -263,13 +369,13 @@ impl AttemptRunner {
         let message = LogMessage::AttemptRecorded(record);
         let recorded = self.publisher.publish(subject, &message);
         match decision.next_attempt_at {
-            Some(due_at) if !job.in_lane => {
-                let retry = job.retry(job.attempt_number + 1, due_at);
-                let (recorded, scheduled) = tokio::join!(recorded, self.retries.schedule(&retry));
+            Some(due_at) => {
+                let scheduled = sequencing.schedule_retry(job, due_at);
+                let (recorded, scheduled) = tokio::join!(recorded, scheduled);
                 recorded?;
                 scheduled?;
             }
-            _ => {
+            None => {
                 recorded.await?;
             }
         }
@@ -282,33 +388,41 @@ impl AttemptRunner {
 
 impl AttemptRunner {
     /// The event expired before this delivery could be made: record that, send nothing.
-    async fn expire(
+    async fn expire<S: Sequencing>(
         &self,
         job: &DeliveryJob,
         expires_at: DateTime<Utc>,
+        sequencing: &S,
     ) -> Result<JobOutcome, AttemptError> {
         let message = format!(
             "the event expired at {} before it could be delivered",
             expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
-        self.end_unsent(job, ErrorClass::Expired, message, AttemptOutcome::Expired)
-            .await
+        self.end_unsent(
+            job,
+            ErrorClass::Expired,
+            message,
+            AttemptOutcome::Expired,
+            sequencing,
+        )
+        .await
     }
 
     /// Records that the delivery ended without a request being made.
-    async fn end_unsent(
+    async fn end_unsent<S: Sequencing>(
         &self,
         job: &DeliveryJob,
         class: ErrorClass,
         message: String,
         outcome: AttemptOutcome,
+        sequencing: &S,
     ) -> Result<JobOutcome, AttemptError> {
         let decision = Decision {
             outcome,
             next_attempt_at: None,
         };
-        self.conclude(job, SendReport::not_sent(class, message), decision)
-            .await
+        let report = SendReport::not_sent(class, message);
+        self.conclude(job, report, decision, sequencing).await
     }
 
     /// Waits for the endpoint's rate limit to allow one more delivery; a wait longer than a
@@ -322,91 +436,37 @@ impl AttemptRunner {
             {
                 Ok(()) => return None,
                 Err(wait) if wait <= MAX_PACING_WAIT => tokio::time::sleep(wait).await,
-                Err(wait) => {
-                    return Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
-                }
+                Err(wait) => return Some(after(wait)),
             }
         }
-    }
-
-    /// The delivery is not attempted now but at `until`, with the same attempt number: in the
-    /// retry queue, or in its lane. Outside a lane the deferral is also recorded in the log
-    /// (unless it is the event's own schedule, which the read model knows), so that the read
-    /// model knows when the delivery is due and why it waits.
-    async fn defer(
-        &self,
-        job: &DeliveryJob,
-        until: DateTime<Utc>,
-        reason: Option<DeferralReason>,
-    ) -> Result<JobOutcome, AttemptError> {
-        if job.in_lane {
-            return Ok(JobOutcome::Deferred { until });
-        }
-        let retry = job.retry(job.attempt_number, until);
-        let scheduled = self.retries.schedule(&retry);
-        match reason {
-            Some(reason) => {
-                let event = &job.event;
-                let deferred = LogMessage::DeliveryDeferred(DeliveryDeferred {
-                    event_id: event.event_id,
-                    endpoint_id: job.endpoint_id,
-                    tenant_id: event.tenant_id,
-                    attempt_number: job.attempt_number,
-                    deferred_at: Utc::now(),
-                    until,
-                    reason,
-                });
-                let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
-                let recorded = self.publisher.publish(subject, &deferred);
-                let (scheduled, recorded) = tokio::join!(scheduled, recorded);
-                scheduled?;
-                recorded?;
-            }
-            None => scheduled.await?,
-        }
-        Ok(JobOutcome::Deferred { until })
     }
 
     /// The delivery must wait until `until` without being attempted (circuit breaker open,
     /// retry budget spent, endpoint busy); its deadline still runs, and a wait past it
     /// dead-letters it.
-    async fn park(
+    async fn park<S: Sequencing>(
         &self,
         job: &DeliveryJob,
         policy: &RetryPolicy,
         until: DateTime<Utc>,
         reason: DeferralReason,
+        sequencing: &S,
     ) -> Result<JobOutcome, AttemptError> {
-        let due_at = match reason {
-            // Spread the endpoint's parked deliveries over half a second after it reopens.
-            DeferralReason::CircuitOpen => {
-                until + chrono::Duration::milliseconds(rand::random::<u16>() as i64 % 500)
-            }
-            _ => until,
-        };
         let deadline =
             job.event.due_since() + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
-        if due_at > deadline {
-            let (class, message) = match reason {
-                DeferralReason::CircuitOpen => (
-                    ErrorClass::CircuitOpen,
-                    "the deadline passed while the endpoint's circuit breaker was open",
-                ),
-                DeferralReason::EndpointBusy => (
-                    ErrorClass::EndpointBusy,
-                    "the deadline passed while the endpoint had as many requests in flight as it may have",
-                ),
-                DeferralReason::RetryBudget | DeferralReason::RateLimited => (
-                    ErrorClass::RetryBudget,
-                    "the deadline passed while the retry budget was spent",
-                ),
-            };
-            return self
-                .end_unsent(job, class, message.to_owned(), AttemptOutcome::DeadLettered)
-                .await;
+        let spread_ms = rand::random::<u32>() % pre_attempt::BREAKER_SPREAD.as_millis() as u32;
+        match pre_attempt::parked(reason, until, deadline, spread_ms) {
+            Parked::Until(due_at) => {
+                tracing::debug!(%due_at, reason = reason.as_str(), "parked");
+                sequencing.defer(job, due_at, Some(reason)).await?;
+                Ok(JobOutcome::Deferred { until: due_at })
+            }
+            Parked::DeadLettered { class, message } => {
+                let outcome = AttemptOutcome::DeadLettered;
+                self.end_unsent(job, class, message.to_owned(), outcome, sequencing)
+                    .await
+            }
         }
-        tracing::debug!(%due_at, reason = reason.as_str(), "parked");
-        self.defer(job, due_at, Some(reason)).await
     }
 
     /// Tells every worker (and subscribers) that this endpoint's breaker changed.
@@ -441,47 +501,9 @@ impl AttemptRunner {
             tracing::warn!(%error, "circuit breaker change not appended to the log");
         }
     }
+}
 
-    /// 410 Gone means the receiver will never want deliveries again: stop sending any.
-    async fn disable_gone_endpoint(
-        &self,
-        tenant_id: herald_schemas::TenantId,
-        endpoint_id: EndpointId,
-    ) -> Result<(), AttemptError> {
-        let disabled_at = Utc::now();
-        let reason = format!(
-            "the receiver answered 410 Gone at {}",
-            disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        let message = LogMessage::EndpointDisabled(herald_schemas::EndpointDisabled {
-            endpoint_id,
-            tenant_id,
-            reason: reason.clone(),
-            disabled_at,
-        });
-        let mut transaction = self.endpoints.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now() \
-             WHERE endpoint_id = $1 AND enabled",
-        )
-        .bind(endpoint_id.as_uuid())
-        .bind(&reason)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        // Only the attempt that disabled it announces it (others find it already disabled).
-        let staged = if updated == 1 {
-            let subject = self.publisher.namespace().config_subject(tenant_id);
-            Some(Outbox::stage(&mut transaction, subject, &message).await?)
-        } else {
-            None
-        };
-        transaction.commit().await?;
-        self.endpoints.invalidate(endpoint_id);
-        if let Some(staged) = staged {
-            tracing::warn!(%endpoint_id, "endpoint disabled: receiver answered 410 Gone");
-            self.outbox.send(staged).await;
-        }
-        Ok(())
-    }
+/// `wait` from now.
+fn after(wait: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }

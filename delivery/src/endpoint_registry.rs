@@ -3,7 +3,12 @@
 //! costs one query per TTL, not one per delivery.
 
 use crate::signature::SigningSecret;
-use herald_schemas::{EndpointId, RateLimit, RetryPolicyOverride};
+use chrono::Utc;
+use herald_log::outbox::Outbox;
+use herald_schemas::{
+    EndpointDisabled, EndpointId, LogMessage, RateLimit, RetryPolicyOverride, TenantId,
+};
+use herald_store::endpoints;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,18 +27,6 @@ pub struct EndpointTarget {
     pub ordered: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    url: String,
-    secret: String,
-    previous_secret: Option<String>,
-    enabled: bool,
-    rate_limit_per_second: Option<i32>,
-    rate_limit_burst: Option<i32>,
-    retry_policy: Option<sqlx::types::Json<RetryPolicyOverride>>,
-    ordered: bool,
-}
-
 /// A lookup result (including "no such endpoint") and when it was made.
 type CachedTarget = (Option<Arc<EndpointTarget>>, Instant);
 
@@ -45,7 +38,7 @@ pub struct EndpointRegistry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("could not read endpoint configuration: {0}")]
+    #[error("could not read or change endpoint configuration: {0}")]
     Database(#[from] sqlx::Error),
 }
 
@@ -66,15 +59,7 @@ impl EndpointRegistry {
         if let Some(target) = self.cached(endpoint_id) {
             return Ok(target);
         }
-        let row: Option<EndpointRow> = sqlx::query_as(
-            "SELECT url, secret, \
-               CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous_secret, \
-               enabled, rate_limit_per_second, rate_limit_burst, retry_policy, ordered \
-             FROM endpoints WHERE endpoint_id = $1",
-        )
-        .bind(endpoint_id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = endpoints::for_delivery(&self.pool, endpoint_id).await?;
         let target = row.and_then(|row| {
             let mut secrets = Vec::with_capacity(2);
             for text in std::iter::once(row.secret).chain(row.previous_secret) {
@@ -90,11 +75,8 @@ impl EndpointRegistry {
                     url: row.url,
                     secrets,
                     enabled: row.enabled,
-                    rate_limit: row.rate_limit_per_second.map(|per_second| RateLimit {
-                        per_second: per_second.max(1) as u32,
-                        burst: row.rate_limit_burst.unwrap_or(per_second).max(1) as u32,
-                    }),
-                    retry_policy: row.retry_policy.map(|policy| policy.0),
+                    rate_limit: row.rate_limit,
+                    retry_policy: row.retry_policy,
                     ordered: row.ordered,
                 })
             })
@@ -105,9 +87,42 @@ impl EndpointRegistry {
         Ok(target)
     }
 
-    /// Where endpoint configuration lives, for changes made by delivery itself.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// 410 Gone means the receiver will never want deliveries again: the endpoint is
+    /// disabled, and the change announced in the log through `outbox`.
+    #[tracing::instrument(skip(self, outbox), err)]
+    pub async fn disable_gone(
+        &self,
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        outbox: &Outbox,
+        subject: String,
+    ) -> Result<(), RegistryError> {
+        let disabled_at = Utc::now();
+        let reason = format!(
+            "the receiver answered 410 Gone at {}",
+            disabled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let message = LogMessage::EndpointDisabled(EndpointDisabled {
+            endpoint_id,
+            tenant_id,
+            reason: reason.clone(),
+            disabled_at,
+        });
+        let mut transaction = self.pool.begin().await?;
+        let updated = endpoints::disable_on_gone(&mut transaction, endpoint_id, &reason).await?;
+        // Only the attempt that disabled it announces it (others find it already disabled).
+        let staged = if updated == 1 {
+            Some(Outbox::stage(&mut transaction, subject, &message).await?)
+        } else {
+            None
+        };
+        transaction.commit().await?;
+        self.invalidate(endpoint_id);
+        if let Some(staged) = staged {
+            tracing::warn!(%endpoint_id, "endpoint disabled: receiver answered 410 Gone");
+            outbox.send(staged).await;
+        }
+        Ok(())
     }
 
     /// Forgets a cached endpoint, e.g. when the log says it changed.

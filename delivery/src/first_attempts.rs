@@ -2,7 +2,9 @@
 //! An event's log message is acknowledged when every one of its deliveries has a durable
 //! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
 
-use crate::attempt::{AttemptRunner, DeliveryJob};
+use crate::attempt::DeliveryJob;
+use crate::stopping::HAND_BACK_DELAY;
+use crate::unordered::UnorderedDeliveries;
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use herald_log::DurableConsumer;
@@ -13,12 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub const CONSUMER_NAME: &str = "delivery";
-
-/// Work handed back on shutdown is redelivered after this delay rather than at once: the
-/// stopping process's outstanding pull requests stay registered at the server until its
-/// connection closes, and an immediate redelivery could be sent straight back to them, where
-/// nobody reads it any more, and then wait out the whole ack wait.
-pub const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
 pub fn consumer(
     events_filter: String,
@@ -37,7 +33,7 @@ pub fn consumer(
 /// again reading from `start`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S, SFut>(
-    runner: Arc<AttemptRunner>,
+    deliveries: Arc<UnorderedDeliveries>,
     spec: DurableConsumer,
     log_stream: jetstream::stream::Stream,
     consumer: PullConsumer,
@@ -50,14 +46,18 @@ pub async fn run<S, SFut>(
     SFut: std::future::Future<Output = DeliverPolicy>,
 {
     spec.consume_durably(&log_stream, consumer, start, &shutdown, |message| {
-        tracker.spawn(deliver_event(runner.clone(), message, hard_stop.clone()));
+        tracker.spawn(deliver_event(
+            deliveries.clone(),
+            message,
+            hard_stop.clone(),
+        ));
         std::future::ready(())
     })
     .await;
 }
 
 async fn deliver_event(
-    runner: Arc<AttemptRunner>,
+    deliveries: Arc<UnorderedDeliveries>,
     message: jetstream::Message,
     hard_stop: CancellationToken,
 ) {
@@ -83,13 +83,12 @@ async fn deliver_event(
         }
     };
     let attempts = event.endpoint_ids.iter().map(|&endpoint_id| {
-        runner.run(DeliveryJob {
+        deliveries.run(DeliveryJob {
             event: event.clone(),
             event_sequence,
             endpoint_id,
             attempt_number: 1,
             scheduled_at: event.accepted_at,
-            in_lane: false,
         })
     });
     tokio::select! {

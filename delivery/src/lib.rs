@@ -14,10 +14,14 @@ pub mod http_sender;
 pub mod log_position;
 pub mod ordered_lanes;
 pub mod overdue;
+pub mod pre_attempt;
 pub mod replays;
 pub mod retry_budget;
 pub mod retry_policy;
 pub mod retry_queue;
+pub mod retry_worker;
+pub mod stopping;
+pub mod unordered;
 
 pub use config::DeliveryConfig;
 // Shared with the other services through `herald-rules`; re-exported under the paths the
@@ -25,13 +29,12 @@ pub use config::DeliveryConfig;
 pub use herald_rules::{rate_limit, signature, target_guard, SigningSecret, TargetGuard};
 
 use crate::attempt::AttemptRunner;
-use crate::endpoint_breakers::EndpointBreakers;
-use crate::endpoint_concurrency::EndpointConcurrency;
 use crate::endpoint_registry::EndpointRegistry;
 use crate::http_sender::{HttpSender, Timeouts};
 use crate::ordered_lanes::OrderedLanes;
-use crate::retry_budget::RetryBudget;
-use crate::retry_queue::{RetryScheduler, RetryWorker, TIERS};
+use crate::retry_queue::{RetryScheduler, TIERS};
+use crate::retry_worker::RetryWorker;
+use crate::unordered::UnorderedDeliveries;
 use async_nats::jetstream;
 use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
@@ -39,7 +42,6 @@ use herald_schemas::LogMessage;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,8 +49,11 @@ use tokio_util::task::TaskTracker;
 pub enum DeliveryError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("log unavailable: {0}")]
-    Log(String),
+    #[error("log unavailable: stream {name}: {source}")]
+    Stream {
+        name: String,
+        source: jetstream::context::GetStreamError,
+    },
     #[error(transparent)]
     Consumer(#[from] herald_log::LogError),
 }
@@ -79,26 +84,18 @@ pub async fn run(
     let retry_stream = get_stream(&jetstream, &namespace.retry_stream()).await?;
     let ack_wait = Duration::from_millis(config.ack_wait_ms);
 
-    let runner = Arc::new(AttemptRunner {
+    let retries = RetryScheduler::new(publisher.clone());
+    let runner = Arc::new(AttemptRunner::new(
+        &config,
         sender,
-        endpoints: EndpointRegistry::new(
+        EndpointRegistry::new(
             pool.clone(),
             Duration::from_millis(config.endpoint_cache_ttl_ms),
         ),
-        retries: RetryScheduler::new(publisher.clone()),
-        outbox: Outbox::new(pool.clone(), publisher.clone()),
-        publisher,
-        policy: config.retry_policy(),
-        in_flight: Semaphore::new(config.max_in_flight.max(1)),
-        retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
-        retry_budget: RetryBudget::new(config.retry_budget_per_minute),
-        per_endpoint: EndpointConcurrency::new(
-            config.max_in_flight_per_endpoint,
-            config.max_in_flight,
-        ),
-        breakers: EndpointBreakers::new(config.breaker_policy()),
-        rate_limits: Default::default(),
-    });
+        publisher.clone(),
+        Outbox::new(pool.clone(), publisher),
+    ));
+    let unordered = Arc::new(UnorderedDeliveries::new(runner.clone(), retries.clone()));
     // Consumers of the log stream that must be created start after the read model's position
     // (`log_position`), never at the beginning of a log that already has a history.
     let checkpoint = namespace.postgres_checkpoint();
@@ -126,13 +123,13 @@ pub async fn run(
     ));
     let overdue = overdue::OverdueDeliveries {
         pool: pool.clone(),
-        retries: runner.retries.clone(),
+        retries: retries.clone(),
         log_stream: log_stream.clone(),
         checkpoint,
         overdue_after: config.overdue_after(),
     };
     let retry_worker = Arc::new(RetryWorker {
-        runner: runner.clone(),
+        deliveries: unordered.clone(),
         log_stream: log_stream.clone(),
         retry_stream,
         ack_wait,
@@ -142,7 +139,7 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let mut loops = Vec::new();
     loops.push(tokio::spawn(first_attempts::run(
-        runner.clone(),
+        unordered,
         events_spec,
         log_stream.clone(),
         events,
@@ -163,7 +160,7 @@ pub async fn run(
     }
     loops.push(tokio::spawn(overdue.run(shutdown.clone())));
     loops.push(tokio::spawn(replays::run(
-        runner.retries.clone(),
+        retries,
         replays_spec,
         log_stream,
         replay_requests,
@@ -206,20 +203,10 @@ async fn follow_config_changes(
     shutdown: CancellationToken,
 ) {
     herald_log::follow(nats, subject, shutdown, |message| match &message {
-        LogMessage::EndpointCircuitOpened(opened) => runner
-            .breakers
-            .opened_elsewhere(opened.endpoint_id, opened.until),
-        LogMessage::EndpointCircuitClosed(closed) => {
-            runner.breakers.closed_elsewhere(closed.endpoint_id)
-        }
         LogMessage::EndpointCreated(created) if created.endpoint.ordered => {
-            lanes.endpoints_changed.notify_one()
+            lanes.endpoint_created()
         }
-        _ => {
-            if let Some((_, endpoint_id)) = message.changed_endpoint() {
-                runner.endpoints.invalidate(endpoint_id);
-            }
-        }
+        _ => runner.follow(&message),
     })
     .await;
 }
@@ -231,5 +218,8 @@ async fn get_stream(
     jetstream
         .get_stream(name)
         .await
-        .map_err(|error| DeliveryError::Log(format!("stream {name}: {error}")))
+        .map_err(|source| DeliveryError::Stream {
+            name: name.to_owned(),
+            source,
+        })
 }

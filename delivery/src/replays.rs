@@ -58,6 +58,11 @@ pub async fn run<S, SFut>(
     .await;
 }
 
+#[tracing::instrument(level = "debug", skip_all, err, fields(
+    tenant_id = %replay.tenant_id,
+    event_id = %replay.event_id,
+    deliveries = replay.deliveries.len(),
+))]
 async fn schedule(
     retries: &RetryScheduler,
     replay: &ReplayRequested,

@@ -1,0 +1,100 @@
+//! Deliveries to unordered endpoints: first attempts, retries and replays run side by side,
+//! and whatever has to wait (a retry, the event's schedule, a rate limit, an open breaker, a
+//! spent retry budget, a busy endpoint) waits in the retry queue, never only in memory.
+
+use crate::attempt::{AttemptError, AttemptRunner, DeliveryJob, JobOutcome, Sequencing};
+use crate::endpoint_concurrency::{Busy, EndpointConcurrency, EndpointSlot};
+use crate::retry_queue::RetryScheduler;
+use chrono::{DateTime, Utc};
+use herald_log::LogError;
+use herald_schemas::{DeferralReason, DeliveryDeferred, EndpointId, LogMessage, Namespace};
+use std::sync::Arc;
+
+pub struct UnorderedDeliveries {
+    runner: Arc<AttemptRunner>,
+    retries: RetryScheduler,
+}
+
+impl UnorderedDeliveries {
+    pub fn new(runner: Arc<AttemptRunner>, retries: RetryScheduler) -> Self {
+        Self { runner, retries }
+    }
+
+    pub async fn run(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+        self.runner.run(job, self).await
+    }
+
+    pub fn retries(&self) -> &RetryScheduler {
+        &self.retries
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        self.runner.publisher().namespace()
+    }
+}
+
+impl Sequencing for UnorderedDeliveries {
+    /// First attempts to an ordered endpoint are its lane's. Replays (attempt numbers above
+    /// 1) are sent outside its order: they repeat something the lane already finished.
+    fn leaves_to_lane(&self, job: &DeliveryJob, endpoint_ordered: bool) -> bool {
+        endpoint_ordered && job.attempt_number == 1
+    }
+
+    /// Retries are charged to the retry budget; first attempts (also when scheduled or
+    /// paced) are not.
+    fn charges_retry_budget(&self, job: &DeliveryJob) -> bool {
+        job.attempt_number > 1
+    }
+
+    /// A delivery does not wait long for a busy endpoint: it holds its log message
+    /// unacknowledged meanwhile (see `endpoint_concurrency`).
+    async fn endpoint_slot(
+        &self,
+        concurrency: &EndpointConcurrency,
+        endpoint_id: EndpointId,
+    ) -> Result<Option<EndpointSlot>, Busy> {
+        concurrency.acquire(endpoint_id).await.map(Some)
+    }
+
+    /// Into the retry queue. The deferral is also recorded in the log (unless it is the
+    /// event's own schedule, which the read model knows), so that the read model knows when
+    /// the delivery is due and why it waits.
+    async fn defer(
+        &self,
+        job: &DeliveryJob,
+        until: DateTime<Utc>,
+        reason: Option<DeferralReason>,
+    ) -> Result<(), LogError> {
+        let retry = job.retry(job.attempt_number, until);
+        let scheduled = self.retries.schedule(&retry);
+        let Some(reason) = reason else {
+            return scheduled.await;
+        };
+        let event = &job.event;
+        let deferred = LogMessage::DeliveryDeferred(DeliveryDeferred {
+            event_id: event.event_id,
+            endpoint_id: job.endpoint_id,
+            tenant_id: event.tenant_id,
+            attempt_number: job.attempt_number,
+            deferred_at: Utc::now(),
+            until,
+            reason,
+        });
+        let publisher = self.runner.publisher();
+        let subject = publisher.namespace().attempt_subject(event.tenant_id);
+        let recorded = async { publisher.publish(subject, &deferred).await.map(|_| ()) };
+        let (scheduled, recorded) = tokio::join!(scheduled, recorded);
+        scheduled?;
+        recorded
+    }
+
+    async fn schedule_retry(
+        &self,
+        job: &DeliveryJob,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), LogError> {
+        self.retries
+            .schedule(&job.retry(job.attempt_number + 1, due_at))
+            .await
+    }
+}
