@@ -2,11 +2,14 @@
 # Reproducible benchmark: release build, the local stack, `herald all` with loopback targets
 # allowed, then herald-bench against it. Extra arguments go to herald-bench
 # (e.g. `--rate 4000 --events 60000`). Herald is stopped afterwards.
+# BENCH_BIN_DIR=<dir> runs the `herald` and `herald-bench` binaries found there instead of
+# building this checkout (to compare two builds on the same stack, one right after the other).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/stack.sh up
-cargo build --release -p herald -p herald-bench
+bin="${BENCH_BIN_DIR:-target/release}"
+[[ -n "${BENCH_BIN_DIR:-}" ]] || cargo build --release -p herald -p herald-bench
 eval "$(scripts/stack.sh env)"
 export HERALD_ADMIN_TOKEN="adm_bench_$$"
 export HERALD_ALLOWED_TARGET_CIDRS=127.0.0.0/8
@@ -24,7 +27,7 @@ cleanup() {
   psql -X -q "$server_url" -c "DROP DATABASE IF EXISTS herald_bench_$$" || true
   curl -sf "$HERALD_CLICKHOUSE_URL" --data-binary "DROP DATABASE IF EXISTS herald_bench_$$" || true
 }
-target/release/herald all &
+"$bin/herald" all &
 herald_pid=$!
 trap cleanup EXIT
 for _ in $(seq 1 300); do
@@ -41,7 +44,7 @@ cpu_by_process() {
 }
 before=$(cpu_by_process)
 started=$(date +%s.%N)
-target/release/herald-bench --herald http://127.0.0.1:18080 "$@"
+"$bin/herald-bench" --herald http://127.0.0.1:18080 "$@"
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 echo "CPU seconds used during the run (wall ${elapsed}s, 2 cores = $(echo "2 * $elapsed" | bc)s available):"
 join <(echo "$before") <(cpu_by_process) | awk '{printf "  %-16s %6.2f\n", $1, $3 - $2}'
