@@ -190,6 +190,7 @@ impl AttemptRunner {
             event_id = %job.event.event_id,
             endpoint_id = %job.endpoint_id,
             attempt_number = job.attempt_number,
+            attempt_id = tracing::field::Empty,
         );
         self.run_inner(job, sequencing).instrument(span).await
     }
@@ -344,8 +345,10 @@ impl AttemptRunner {
                 .disable_gone(event.tenant_id, job.endpoint_id, &self.outbox, subject)
                 .await?;
         }
+        let attempt_id = AttemptId::generate();
+        tracing::Span::current().record("attempt_id", tracing::field::display(attempt_id));
         let record = AttemptRecorded {
-            attempt_id: AttemptId::generate(),
+            attempt_id,
             event_id: event.event_id,
             endpoint_id: job.endpoint_id,
             tenant_id: event.tenant_id,
