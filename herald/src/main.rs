@@ -37,6 +37,13 @@ enum Task {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Compare the log with the Postgres and ClickHouse views (attempts per tenant, endpoint,
+    /// outcome and hour); print every difference and exit with 1 if there is any.
+    Reconcile {
+        /// From when: an RFC 3339 time, or how far back (`90m`, `24h`, `7d`).
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +62,22 @@ async fn main() -> anyhow::Result<()> {
             herald::migrate::migrate(&config.stack, &stack).await?;
             println!("migrations applied, streams ready");
             return Ok(());
+        }
+        Task::Reconcile { since } => {
+            let since = herald::reconcile::parse_since(&since, chrono::Utc::now())?;
+            let stack = herald::stack::Stack::connect(&config.stack).await?;
+            let found = herald::reconcile::reconcile(&stack, since).await?;
+            for difference in &found.differences {
+                println!("{difference}");
+            }
+            println!(
+                "{} attempt records in the log since {} (through sequence {}); {} differences",
+                found.attempts_in_log,
+                found.since.to_rfc3339(),
+                found.through_sequence,
+                found.differences.len()
+            );
+            std::process::exit(if found.differences.is_empty() { 0 } else { 1 });
         }
         Task::Openapi => {
             println!(

@@ -3,7 +3,8 @@
 //! is SIGKILLed twice mid-load and brought back: the all-in-one `herald`, each service run on
 //! its own, `nats-server`, PostgreSQL and ClickHouse. Afterwards every accepted event was
 //! delivered, none exists twice, no delivery is left waiting, and the log and both read models
-//! agree attempt for attempt (`herald_tests::kill_load`).
+//! agree attempt for attempt (`herald_tests::kill_load`, and `herald reconcile`, which must
+//! also catch a difference made on purpose).
 //!
 //! Each scenario runs on a stack of its own (`PrivateStack`), so that killing a server
 //! disturbs nothing else; the scenarios take turns, since the machine has two cores.
@@ -169,6 +170,19 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
         Duration::from_secs(120),
     )
     .await?;
+    // `herald reconcile` finds the log and both views agreeing, and finds what is made to
+    // differ.
+    let reconciler = &installation.processes[0];
+    let agreed = reconciler.run_task(&["reconcile", "--since", "1h"]).await?;
+    anyhow::ensure!(
+        agreed.status.success(),
+        "reconcile after killing {victim:?}: {}{}",
+        String::from_utf8_lossy(&agreed.stdout),
+        String::from_utf8_lossy(&agreed.stderr)
+    );
+    if matches!(victim, Victim::Service("projector")) {
+        check_reconcile_catches_differences(&api, reconciler).await?;
+    }
     // At-least-once: a delivery may succeed twice (same `webhook-id`) after a kill; counted,
     // not forbidden.
     let mut successes: std::collections::HashMap<String, usize> = Default::default();
@@ -190,6 +204,55 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
         outcome.refusals,
         log.attempts.len(),
         receiver.count(),
+    );
+    Ok(())
+}
+
+/// One attempt row deleted from Postgres and the same attempt added twice to ClickHouse: the
+/// reconciler reports exactly that count and exits 1.
+async fn check_reconcile_catches_differences(
+    api: &Api,
+    reconciler: &HeraldProcess,
+) -> anyhow::Result<()> {
+    let pool = api.postgres().await?;
+    let (attempt_id, tenant_id, endpoint_id): (uuid::Uuid, uuid::Uuid, uuid::Uuid) =
+        sqlx::query_as(
+            "DELETE FROM attempts WHERE attempt_id = (SELECT attempt_id FROM attempts LIMIT 1) \
+             RETURNING attempt_id, tenant_id, endpoint_id",
+        )
+        .fetch_one(&pool)
+        .await?;
+    api.clickhouse(&format!(
+        "INSERT INTO attempts SELECT * FROM attempts WHERE attempt_id = '{attempt_id}'"
+    ))
+    .await?;
+    let found = reconciler.run_task(&["reconcile", "--since", "1h"]).await?;
+    let stdout = String::from_utf8_lossy(&found.stdout);
+    anyhow::ensure!(
+        found.status.code() == Some(1),
+        "reconcile did not fail on injected differences: {stdout}{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("tenant "))
+        .collect();
+    anyhow::ensure!(
+        lines.len() == 1
+            && lines[0].contains(&tenant_id.to_string())
+            && lines[0].contains(&endpoint_id.to_string()),
+        "expected one difference for the changed attempt's tenant and endpoint: {stdout}"
+    );
+    let counts: Vec<u64> = lines[0]
+        .rsplit(": ")
+        .next()
+        .unwrap_or_default()
+        .split(", ")
+        .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
+        .collect();
+    anyhow::ensure!(
+        matches!(counts[..], [log, postgres, clickhouse] if postgres + 1 == log && clickhouse == log + 1),
+        "expected postgres one below the log and clickhouse one above: {stdout}"
     );
     Ok(())
 }

@@ -40,6 +40,27 @@ pub enum ProjectorError {
         applied_through: u64,
         last_sequence: u64,
     },
+    /// Reconciling was asked to start before the oldest message the log still holds.
+    #[error(
+        "the log holds messages from {log_starts_at} on (older ones passed its retention); \
+         reconcile since a later time than {since}"
+    )]
+    LogTrimmed {
+        since: chrono::DateTime<chrono::Utc>,
+        log_starts_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The projections did not catch up with the log in the time reconciling waits.
+    #[error(
+        "the projections are behind the log: Postgres has applied it through sequence \
+         {postgres} and ClickHouse through {clickhouse}, but the log goes to {through} (last \
+         attempt record {last_attempt}); try again when they have caught up"
+    )]
+    Behind {
+        postgres: u64,
+        clickhouse: u64,
+        through: u64,
+        last_attempt: u64,
+    },
     /// A projection's task panicked or was aborted.
     #[error("projection task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -65,7 +86,8 @@ impl ProjectorError {
             | Self::Database(_)
             | Self::ClickHouse(_)
             | Self::CheckpointWentBack { .. } => true,
-            Self::AheadOfLog { .. } | Self::Task(_) => false,
+            Self::Behind { .. } => true,
+            Self::AheadOfLog { .. } | Self::LogTrimmed { .. } | Self::Task(_) => false,
         }
     }
 }

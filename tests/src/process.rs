@@ -129,6 +129,19 @@ impl HeraldProcess {
         .await
     }
 
+    /// Runs a task of the binary (`herald reconcile …`) on the same resources, to its end.
+    pub async fn run_task(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .envs(self.environment.iter().cloned())
+            .stdin(Stdio::null());
+        let what = format!("{} {}", self.binary.display(), args.join(" "));
+        tokio::task::spawn_blocking(move || command.output())
+            .await?
+            .with_context(|| format!("run {what}"))
+    }
+
     /// Another process on the same resources (log, databases) running `service`, with its
     /// own HTTP port (it answers `/healthz` whatever the service).
     pub async fn sibling(&self, service: &str) -> Result<Self> {
