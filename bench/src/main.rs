@@ -5,10 +5,13 @@
 //! Open loop when `--rate` is set (events are sent on schedule whether or not Herald keeps
 //! up, so latency includes queueing), closed loop with `--concurrency` in-flight otherwise.
 
+mod projection_lag;
+
 use anyhow::{bail, Context, Result};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
+use projection_lag::{LagSampler, Servers};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,17 @@ struct Args {
     /// Send every event with an idempotency key (as careful producers do).
     #[arg(long)]
     idempotency_keys: bool,
+    /// With the four below: sample how far the projections trail the log during the run.
+    #[arg(long, env = "HERALD_NATS_URL")]
+    nats_url: Option<String>,
+    #[arg(long, env = "HERALD_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, env = "HERALD_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    #[arg(long, env = "HERALD_CLICKHOUSE_DATABASE")]
+    clickhouse_database: Option<String>,
+    #[arg(long, env = "HERALD_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -68,6 +82,27 @@ async fn main() -> Result<()> {
         );
     }
 
+    let lag_sampler = match (
+        &args.nats_url,
+        &args.database_url,
+        &args.clickhouse_url,
+        &args.clickhouse_database,
+        &args.namespace,
+    ) {
+        (Some(nats), Some(database), Some(clickhouse), Some(clickhouse_database), Some(ns)) => {
+            Some(
+                LagSampler::start(Servers {
+                    nats_url: nats.clone(),
+                    database_url: database.clone(),
+                    clickhouse_url: clickhouse.clone(),
+                    clickhouse_database: clickhouse_database.clone(),
+                    namespace: ns.clone(),
+                })
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let padding = "x".repeat(args.payload_bytes.saturating_sub(60));
     let accepted: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(args.events)));
@@ -153,6 +188,10 @@ async fn main() -> Result<()> {
         }
     }
     let projected_elapsed = started.elapsed();
+    let lags = match lag_sampler {
+        Some(sampler) => Some(sampler.finish().await),
+        None => None,
+    };
 
     let accepted = accepted.lock().map_err(|_| anyhow::anyhow!("lock"))?;
     let arrivals = arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?;
@@ -204,6 +243,22 @@ async fn main() -> Result<()> {
         ms(quantile(0.99)),
         ms(quantile(1.0))
     );
+    if let Some((postgres, clickhouse)) = lags {
+        for (name, lags) in [("Postgres", postgres), ("ClickHouse", clickhouse)] {
+            let at = |q: f64| {
+                lags.get(((lags.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+                    .unwrap_or_default()
+            };
+            println!(
+                "projection lag ({name}): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} samples, 100 ms apart)",
+                ms(at(0.5)),
+                ms(at(0.99)),
+                ms(at(1.0)),
+                lags.len()
+            );
+        }
+    }
     Ok(())
 }
 
