@@ -1,6 +1,13 @@
 //! Brings every store's schema up to date: Postgres (sqlx migrations), ClickHouse (ordered
 //! SQL files in `migrations/clickhouse`, recorded in `schema_migrations`) and the JetStream
 //! streams. Idempotent; run by `herald migrate` and at the start of every service.
+//!
+//! ClickHouse has no transactions or locks: a process holds a Postgres advisory lock (named
+//! after the ClickHouse database) while it migrates ClickHouse, so that processes starting
+//! together apply each migration once, one after the other. A migration is recorded after its
+//! last statement: one stopped part-way runs again whole, so its statements are written to
+//! give the same result when run twice (`IF NOT EXISTS`, and 0003 empties its rollups before
+//! it backfills them).
 
 use crate::config::StackConfig;
 use crate::stack::{clickhouse_client, Stack};
@@ -17,6 +24,16 @@ const CLICKHOUSE_MIGRATIONS: &[(u32, &str, &str)] = &[
         "response_body_hash",
         include_str!("../../migrations/clickhouse/0002_response_body_hash.sql"),
     ),
+    (
+        3,
+        "sli_rollups",
+        include_str!("../../migrations/clickhouse/0003_sli_rollups.sql"),
+    ),
+    (
+        4,
+        "sli_views",
+        include_str!("../../migrations/clickhouse/0004_sli_views.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +47,8 @@ pub enum MigrateError {
     },
     #[error("cannot prepare ClickHouse: {0}")]
     ClickHouseSetup(#[from] clickhouse::error::Error),
+    #[error("cannot take the Postgres lock that serialises ClickHouse migrations: {0}")]
+    ClickHouseLock(sqlx::Error),
     #[error(transparent)]
     Log(#[from] herald_log::LogError),
 }
@@ -38,9 +57,38 @@ pub async fn migrate(config: &StackConfig, stack: &Stack) -> Result<(), MigrateE
     sqlx::migrate!("../migrations/postgres")
         .run(&stack.pool)
         .await?;
-    migrate_clickhouse(config).await?;
+    migrate_clickhouse_alone(config, stack).await?;
     herald_log::ensure_streams(&stack.jetstream, &stack.namespace, config.log_replicas).await?;
     Ok(())
+}
+
+/// Migrates ClickHouse holding a session-level advisory lock on one Postgres connection; the
+/// lock goes with the connection if the process dies.
+async fn migrate_clickhouse_alone(config: &StackConfig, stack: &Stack) -> Result<(), MigrateError> {
+    let lock_name = format!(
+        "herald clickhouse migrations {}",
+        config.clickhouse_database
+    );
+    let mut connection = stack
+        .pool
+        .acquire()
+        .await
+        .map_err(MigrateError::ClickHouseLock)?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(&lock_name)
+        .execute(&mut *connection)
+        .await
+        .map_err(MigrateError::ClickHouseLock)?;
+    let migrated = migrate_clickhouse(config).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&lock_name)
+        .execute(&mut *connection)
+        .await;
+    if unlocked.is_err() {
+        // Closing the connection releases the lock.
+        drop(connection.detach());
+    }
+    migrated
 }
 
 async fn migrate_clickhouse(config: &StackConfig) -> Result<(), MigrateError> {

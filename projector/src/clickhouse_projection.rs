@@ -1,10 +1,23 @@
-//! Applies attempt records to ClickHouse's raw attempt table, in few large inserts.
+//! Applies attempt records to ClickHouse's raw attempt table, in few large inserts; the SLI
+//! rollups follow by materialized views (`migrations/clickhouse/0003_sli_rollups.sql`).
 //!
-//! ClickHouse has no transactions, so exactly-once rests on two facts: every row carries its
-//! log sequence, and an insert into a single partition is atomic. At start the projector
-//! asks for the highest sequence already stored and reads the log in order from just after
-//! it (no acknowledgements); batches are cut where the day (the partition) changes, so each
-//! insert lands whole or not at all.
+//! ClickHouse has no transactions, so exactly-once rests on these facts (ADR 0003, ADR 0012):
+//! - Every row carries its log sequence, and an insert into a single partition is atomic. At
+//!   start the projector asks for the highest sequence already stored and reads the log in
+//!   order from just after it (no acknowledgements); batches are cut where the day (the
+//!   partition) changes, so each insert lands whole or not at all.
+//! - An insert whose answer was lost is sent again only once the projector has seen that it
+//!   did not land. The server may still be running it, so first the projector waits until no
+//!   insert of this database's projector runs there (each carries a query id saying whose it
+//!   is); a process that died mid-insert is waited for the same way when the next one starts.
+//! - The rollups' views write after `attempts`, each write atomic but not all of them
+//!   together: an insert can be in `attempts` and missing from a rollup (the server stopped in
+//!   between, or a view's write failed). Each rollup keeps the highest sequence it counted, so
+//!   after an insert it could not confirm and at start the projector compares, for the day of
+//!   the last insert, and feeds the rows a rollup lacks again from `attempts`, through that
+//!   rollup's refill table. Only the last insert can be missing: nothing is inserted after
+//!   an unconfirmed insert before this check.
+//!
 //! One instance is active at a time.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
@@ -12,9 +25,41 @@ use crate::error::ProjectorError;
 use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// A rollup fed by a materialized view on `attempts`, and the Null table whose own view feeds
+/// rows to that rollup alone.
+struct Rollup {
+    table: &'static str,
+    refill: &'static str,
+}
+
+const ROLLUPS: [Rollup; 2] = [
+    Rollup {
+        table: "sli_minute_rollup",
+        refill: "sli_minute_refill",
+    },
+    Rollup {
+        table: "sli_hour_rollup",
+        refill: "sli_hour_refill",
+    },
+];
+
+/// The columns of `attempts` the rollups aggregate (those of the refill tables).
+const REFILL_COLUMNS: &str = "started_at, tenant_id, endpoint_id, event_type, outcome, \
+                              error_class, latency_ms, end_to_end_ms, log_sequence";
+
+const DAY_SECONDS: u32 = 86_400;
+
+/// The row with the highest log sequence stored.
+#[derive(Debug, Row, Deserialize)]
+struct LastStored {
+    last_sequence: u64,
+    /// Seconds since the epoch: its insert was for this day.
+    last_started_at: u32,
+}
 
 #[derive(Debug, Row, Serialize)]
 pub struct AttemptRow {
@@ -92,8 +137,9 @@ impl ClickHouseProjection {
         shutdown: CancellationToken,
     ) -> Result<(), ProjectorError> {
         while !shutdown.is_cancelled() {
-            let mut applied_through = match self.stored_high_water_mark().await {
-                Ok(sequence) => sequence,
+            let (prefix, mut applied_through) = match self.resume(&shutdown).await {
+                Ok(Some(resumed)) => resumed,
+                Ok(None) => return Ok(()),
                 Err(error) if error.is_retryable() => {
                     tracing::warn!(%error, "ClickHouse unavailable; waiting");
                     if pause(&shutdown, Duration::from_secs(1)).await {
@@ -131,23 +177,9 @@ impl ClickHouseProjection {
                     Pulled::Shutdown => return Ok(()),
                 };
                 let rows = rows_after(&batch, applied_through);
-                let mut delay = Duration::from_millis(200);
                 for run in runs_by_day(&rows) {
-                    while let Err(error) = self.insert(run).await {
-                        if !error.is_retryable() {
-                            return Err(error);
-                        }
-                        tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
-                        if pause(&shutdown, delay).await {
-                            return Ok(());
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                        // A failed insert may still have landed (the answer was lost, or the
-                        // server died after committing): inserting it again would count
-                        // every row twice.
-                        if self.landed(run).await {
-                            break;
-                        }
+                    if !self.insert_once(run, &prefix, &shutdown).await? {
+                        return Ok(());
                     }
                 }
                 if let Some(last) = batch.last() {
@@ -158,25 +190,180 @@ impl ClickHouseProjection {
         Ok(())
     }
 
-    /// The highest log sequence stored: every message up to it is applied.
+    /// Where to resume: the query id prefix of this projector's inserts and the log sequence
+    /// applied through. None when shut down first.
+    async fn resume(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(String, u64)>, ProjectorError> {
+        let prefix = self.query_id_prefix().await?;
+        let settled = self.settle(&prefix, shutdown).await?;
+        Ok(settled.map(|applied_through| (prefix, applied_through)))
+    }
+
+    /// Inserts one run of rows so that it is stored once: after a failure it is sent again
+    /// only when it is known not to have landed. False when shut down first.
+    async fn insert_once(
+        &self,
+        run: &[AttemptRow],
+        prefix: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ProjectorError> {
+        let Some(last) = run.last() else {
+            return Ok(true);
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.insert(run, prefix).await {
+                Ok(()) => return Ok(true),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, rows = run.len(), "ClickHouse insert failed; retrying");
+                }
+                Err(error) => return Err(error),
+            }
+            // A failed insert may still have landed (the answer was lost, or the server died
+            // after committing), in `attempts` alone or in the rollups too: inserting it
+            // again would count every row twice, so look until ClickHouse answers.
+            loop {
+                if pause(shutdown, delay).await {
+                    return Ok(false);
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+                match self.settle(prefix, shutdown).await {
+                    Ok(Some(stored)) if stored >= last.log_sequence => return Ok(true),
+                    Ok(Some(_)) => break,
+                    Ok(None) => return Ok(false),
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(%error, "cannot tell whether the insert landed; asking again");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+
+    /// Once no insert of ours runs on the server any more: the highest log sequence stored
+    /// (every message up to it is applied), with the rollups completed up to it. None when
+    /// shut down first.
     #[tracing::instrument(skip_all)]
-    async fn stored_high_water_mark(&self) -> Result<u64, ProjectorError> {
-        let sequence = self
+    async fn settle(
+        &self,
+        prefix: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<u64>, ProjectorError> {
+        if !self.wait_for_running_inserts(prefix, shutdown).await? {
+            return Ok(None);
+        }
+        let last = self
             .client
-            .query("SELECT max(log_sequence) FROM attempts")
-            .fetch_one::<u64>()
+            .query(
+                "SELECT max(log_sequence) AS last_sequence, \
+                 toUInt32(argMax(started_at, log_sequence)) AS last_started_at FROM attempts",
+            )
+            .fetch_one::<LastStored>()
             .await?;
-        Ok(sequence)
+        self.complete_rollups(&last, prefix).await?;
+        Ok(Some(last.last_sequence))
     }
 
-    /// Whether a run of rows whose insert reported failure is stored all the same (one insert
-    /// into one partition is all or nothing, so its last row tells).
-    async fn landed(&self, run: &[AttemptRow]) -> bool {
-        let Some(last) = run.last() else { return true };
-        matches!(self.stored_high_water_mark().await, Ok(stored) if stored >= last.log_sequence)
+    /// The start of the query id of every insert of this projector: it names the database,
+    /// so that the inserts of another installation on the same server are not waited for.
+    async fn query_id_prefix(&self) -> Result<String, ProjectorError> {
+        let database = self
+            .client
+            .query("SELECT currentDatabase()")
+            .fetch_one::<String>()
+            .await?;
+        Ok(format!("herald-attempts-{database}-"))
     }
 
-    /// Inserts one run of rows (one partition) in one insert.
+    /// Waits until the server runs no insert of ours: one whose answer was lost, or whose
+    /// process died, may still be writing. False when shut down first.
+    async fn wait_for_running_inserts(
+        &self,
+        prefix: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ProjectorError> {
+        let mut told = false;
+        loop {
+            let running = self
+                .client
+                .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+                .bind(prefix)
+                .fetch_one::<u64>()
+                .await?;
+            if running == 0 {
+                return Ok(true);
+            }
+            if !told {
+                tracing::info!(
+                    running,
+                    "an earlier insert still runs in ClickHouse; waiting"
+                );
+                told = true;
+            }
+            if pause(shutdown, Duration::from_millis(100)).await {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Feeds each rollup the rows of the last insert into `attempts` that it did not count.
+    async fn complete_rollups(
+        &self,
+        last: &LastStored,
+        prefix: &str,
+    ) -> Result<(), ProjectorError> {
+        if last.last_sequence == 0 {
+            return Ok(());
+        }
+        let day_start = last.last_started_at - last.last_started_at % DAY_SECONDS;
+        let day_end = day_start.saturating_add(DAY_SECONDS);
+        for rollup in &ROLLUPS {
+            // A bucket may start up to an hour before its rows (a server time zone with a
+            // half-hour offset), never after.
+            let counted = self
+                .client
+                .query(&format!(
+                    "SELECT maxMerge(log_sequence_max_state) FROM {} \
+                     WHERE period_start >= toDateTime(?) AND period_start < toDateTime(?)",
+                    rollup.table
+                ))
+                .bind(day_start.saturating_sub(3600))
+                .bind(day_end)
+                .fetch_one::<u64>()
+                .await?;
+            if counted >= last.last_sequence {
+                continue;
+            }
+            tracing::warn!(
+                rollup = rollup.table,
+                counted_through = counted,
+                stored_through = last.last_sequence,
+                "a rollup missed the last insert into attempts; feeding it those rows again"
+            );
+            self.client
+                .query(&format!(
+                    "INSERT INTO {} ({REFILL_COLUMNS}) SELECT {REFILL_COLUMNS} FROM attempts \
+                     WHERE started_at >= toDateTime(?) AND started_at < toDateTime(?) \
+                     AND log_sequence > ?",
+                    rollup.refill
+                ))
+                .bind(day_start)
+                .bind(day_end)
+                .bind(counted)
+                .with_setting(
+                    "query_id",
+                    format!("{prefix}refill-{}-{}", rollup.table, last.last_sequence),
+                )
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one run of rows (one partition) in one insert, under a query id that says whose
+    /// insert it is.
     #[tracing::instrument(
         skip_all,
         fields(
@@ -185,8 +372,14 @@ impl ClickHouseProjection {
             last_sequence = rows.last().map_or(0, |row| row.log_sequence),
         )
     )]
-    async fn insert(&self, rows: &[AttemptRow]) -> Result<(), ProjectorError> {
-        let mut insert = self.client.insert::<AttemptRow>("attempts").await?;
+    async fn insert(&self, rows: &[AttemptRow], prefix: &str) -> Result<(), ProjectorError> {
+        let first = rows.first().map_or(0, |row| row.log_sequence);
+        let last = rows.last().map_or(0, |row| row.log_sequence);
+        let mut insert = self
+            .client
+            .insert::<AttemptRow>("attempts")
+            .await?
+            .with_setting("query_id", format!("{prefix}{first}-{last}"));
         for row in rows {
             insert.write(row).await?;
         }

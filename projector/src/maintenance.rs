@@ -1,12 +1,16 @@
 //! Hourly housekeeping: daily attempt partitions exist ahead of time in Postgres, history
-//! older than the retention is dropped (Postgres partitions, ClickHouse raw partitions), and
-//! expired idempotency keys are forgotten.
+//! older than the retention is dropped (Postgres partitions; in ClickHouse the days of the raw
+//! attempts and of the minute rollup, since 18.16 has no TTL), and expired idempotency keys
+//! are forgotten. The hour rollup is kept for ever.
 
 use crate::error::ProjectorError;
 use chrono::Utc;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// ClickHouse tables partitioned by day (`toYYYYMMDD`) that keep `retention_days` of history.
+const DAILY_CLICKHOUSE_TABLES: [&str; 2] = ["attempts", "sli_minute_rollup"];
 
 pub struct Maintenance {
     pub pool: PgPool,
@@ -46,23 +50,28 @@ impl Maintenance {
         .bind(self.idempotency_retention_hours.max(24) as i32)
         .execute(&self.pool)
         .await?;
-        let old_partitions: Vec<String> = self
-            .clickhouse
-            .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'attempts' AND active AND partition < ?")
-            .bind(keep_from.format("%Y%m%d").to_string())
-            .fetch_all::<String>()
-            .await?;
-        for partition in &old_partitions {
-            if partition.len() == 8 && partition.bytes().all(|b| b.is_ascii_digit()) {
-                self.clickhouse
-                    .query(&format!("ALTER TABLE attempts DROP PARTITION {partition}"))
-                    .execute()
-                    .await?;
+        let mut clickhouse_dropped = 0;
+        for table in DAILY_CLICKHOUSE_TABLES {
+            let old_partitions: Vec<String> = self
+                .clickhouse
+                .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active AND partition < ?")
+                .bind(table)
+                .bind(keep_from.format("%Y%m%d").to_string())
+                .fetch_all::<String>()
+                .await?;
+            for partition in &old_partitions {
+                if partition.len() == 8 && partition.bytes().all(|b| b.is_ascii_digit()) {
+                    self.clickhouse
+                        .query(&format!("ALTER TABLE {table} DROP PARTITION {partition}"))
+                        .execute()
+                        .await?;
+                    clickhouse_dropped += 1;
+                }
             }
         }
         tracing::info!(
             postgres_partitions_dropped = dropped,
-            clickhouse_partitions_dropped = old_partitions.len(),
+            clickhouse_partitions_dropped = clickhouse_dropped,
             "maintenance done"
         );
         Ok(())
