@@ -6,6 +6,7 @@ pub mod config;
 pub mod health;
 pub mod migrate;
 pub mod openapi;
+pub mod rebuild;
 pub mod reconcile;
 pub mod stack;
 

@@ -37,6 +37,15 @@ enum Task {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Rebuild a read model from the log while live traffic goes on, then switch over.
+    Rebuild {
+        #[arg(long, value_enum)]
+        target: RebuildTarget,
+        /// Where in the log to start: a sequence number or an RFC 3339 time (default: its
+        /// beginning).
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Compare the log with the Postgres and ClickHouse views (attempts per tenant, endpoint,
     /// outcome and hour); print every difference and exit with 1 if there is any.
     Reconcile {
@@ -44,6 +53,11 @@ enum Task {
         #[arg(long, default_value = "24h")]
         since: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RebuildTarget {
+    Postgres,
 }
 
 #[tokio::main]
@@ -61,6 +75,24 @@ async fn main() -> anyhow::Result<()> {
             let stack = herald::stack::Stack::connect(&config.stack).await?;
             herald::migrate::migrate(&config.stack, &stack).await?;
             println!("migrations applied, streams ready");
+            return Ok(());
+        }
+        Task::Rebuild { target, from } => {
+            let start_at = herald::rebuild::parse_start(from.as_deref())?;
+            let stack = herald::stack::Stack::connect(&config.stack).await?;
+            let rebuilt = match target {
+                RebuildTarget::Postgres => {
+                    herald::rebuild::rebuild_postgres(&stack, start_at).await?
+                }
+            };
+            println!(
+                "rebuilt from sequence {}, switched over at {}: {} events, {} deliveries, {} attempts",
+                rebuilt.started_at_sequence,
+                rebuilt.switched_at_sequence,
+                rebuilt.events,
+                rebuilt.deliveries,
+                rebuilt.attempts
+            );
             return Ok(());
         }
         Task::Reconcile { since } => {

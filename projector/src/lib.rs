@@ -9,6 +9,7 @@ pub mod error;
 pub mod maintenance;
 pub mod postgres_projection;
 pub mod postgres_rows;
+pub mod rebuild;
 pub mod reconcile;
 mod status_sql;
 
