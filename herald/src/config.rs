@@ -26,6 +26,9 @@ pub struct StackConfig {
     /// How many servers of a JetStream cluster keep each stream: 1 on a single server, 3 (or 5)
     /// in a cluster. Changing it on existing streams re-replicates them.
     pub log_replicas: usize,
+    /// Days the log keeps a message (0: for ever). At least `HERALD_RETENTION_DAYS`: the
+    /// read models are rebuilt from the log, so it must hold what they show.
+    pub log_max_age_days: u32,
 }
 
 impl Default for StackConfig {
@@ -39,6 +42,7 @@ impl Default for StackConfig {
             namespace: "herald".to_owned(),
             listen_addr: "127.0.0.1:8080".to_owned(),
             log_replicas: 1,
+            log_max_age_days: 0,
         }
     }
 }
@@ -102,11 +106,20 @@ impl HeraldConfig {
         let extract_error = |error: figment::Error| ConfigError(error.to_string());
         let stack: StackConfig = figment.extract().map_err(extract_error)?;
         stack.validate()?;
+        let projector: ProjectorConfig = figment.extract().map_err(extract_error)?;
+        if stack.log_max_age_days > 0 && stack.log_max_age_days < projector.retention_days {
+            return Err(ConfigError(format!(
+                "HERALD_LOG_MAX_AGE_DAYS ({}) is shorter than HERALD_RETENTION_DAYS ({}): the \
+                 read models could show history the log no longer holds, and a rebuild would \
+                 lose it; keep the log at least as long (or 0: for ever)",
+                stack.log_max_age_days, projector.retention_days
+            )));
+        }
         Ok(Self {
             stack,
             command: figment.extract().map_err(extract_error)?,
             delivery: figment.extract().map_err(extract_error)?,
-            projector: figment.extract().map_err(extract_error)?,
+            projector,
         })
     }
 }
@@ -135,6 +148,25 @@ mod tests {
                     .expect_err("invalid replica count");
             assert!(error.to_string().contains("HERALD_LOG_REPLICAS"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_log_is_kept_at_least_as_long_as_the_read_models() {
+        let config = |log_days: u32, view_days: u32| {
+            HeraldConfig::from_figment(
+                Figment::new()
+                    .merge(("log_max_age_days", log_days))
+                    .merge(("retention_days", view_days)),
+            )
+        };
+        assert!(config(0, 30).is_ok(), "0 keeps the log for ever");
+        assert!(config(30, 30).is_ok());
+        assert!(config(90, 30).is_ok());
+        let error = config(7, 30).expect_err("log shorter than the views");
+        assert!(
+            error.to_string().contains("HERALD_LOG_MAX_AGE_DAYS"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -58,7 +58,14 @@ pub async fn migrate(config: &StackConfig, stack: &Stack) -> Result<(), MigrateE
         .run(&stack.pool)
         .await?;
     migrate_clickhouse_alone(config, stack).await?;
-    herald_log::ensure_streams(&stack.jetstream, &stack.namespace, config.log_replicas).await?;
+    let log_max_age = std::time::Duration::from_secs(u64::from(config.log_max_age_days) * 86_400);
+    herald_log::ensure_streams(
+        &stack.jetstream,
+        &stack.namespace,
+        config.log_replicas,
+        log_max_age,
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,13 +1,19 @@
 //! Hourly housekeeping: daily attempt partitions exist ahead of time in Postgres, history
-//! older than the retention is dropped (Postgres partitions; in ClickHouse the days of the raw
-//! attempts and of the minute rollup, since 18.16 has no TTL), and expired idempotency keys
-//! are forgotten. The hour rollup is kept for ever.
+//! older than the retention is dropped (Postgres attempt partitions, finished events with
+//! their payloads and deliveries, dead letters; in ClickHouse the days of the raw attempts
+//! and of the minute rollup, since 18.16 has no TTL), and expired idempotency keys are
+//! forgotten. The hour rollup is kept for ever.
 
 use crate::error::ProjectorError;
 use chrono::Utc;
+use herald_schemas::EventStatus;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Finished events (and their deliveries) are deleted this many at a time, so no statement
+/// holds its locks long.
+const DELETE_CHUNK: i64 = 5_000;
 
 /// ClickHouse tables partitioned by day (`toYYYYMMDD`) that keep `retention_days` of history.
 const DAILY_CLICKHOUSE_TABLES: [&str; 2] = ["attempts", "sli_minute_rollup"];
@@ -50,6 +56,11 @@ impl Maintenance {
         .bind(self.idempotency_retention_hours.max(24) as i32)
         .execute(&self.pool)
         .await?;
+        let events_deleted = self.delete_finished_events(keep_from).await?;
+        sqlx::query("DELETE FROM projector_dead_letters WHERE recorded_at < $1")
+            .bind(keep_from)
+            .execute(&self.pool)
+            .await?;
         let mut clickhouse_dropped = 0;
         for table in DAILY_CLICKHOUSE_TABLES {
             let old_partitions: Vec<String> = self
@@ -71,9 +82,43 @@ impl Maintenance {
         }
         tracing::info!(
             postgres_partitions_dropped = dropped,
+            events_deleted,
             clickhouse_partitions_dropped = clickhouse_dropped,
             "maintenance done"
         );
         Ok(())
+    }
+
+    /// Deletes events accepted before `keep_from` whose deliveries are all over (delivered or
+    /// failed), with their deliveries; an event still being delivered is kept whatever its
+    /// age. Returns how many events were deleted.
+    async fn delete_finished_events(
+        &self,
+        keep_from: chrono::NaiveDate,
+    ) -> Result<u64, ProjectorError> {
+        let finished: Vec<&str> = [EventStatus::Delivered, EventStatus::Failed]
+            .iter()
+            .map(|status| status.as_str())
+            .collect();
+        let mut deleted = 0;
+        loop {
+            let chunk = sqlx::query(
+                "WITH old AS ( \
+                   SELECT event_id FROM events \
+                   WHERE accepted_at < $1 AND status = ANY($2) LIMIT $3), \
+                 gone AS (DELETE FROM deliveries WHERE event_id IN (SELECT event_id FROM old)) \
+                 DELETE FROM events WHERE event_id IN (SELECT event_id FROM old)",
+            )
+            .bind(keep_from)
+            .bind(&finished)
+            .bind(DELETE_CHUNK)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += chunk;
+            if chunk < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 }

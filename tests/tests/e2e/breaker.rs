@@ -56,5 +56,30 @@ async fn a_failing_endpoint_is_left_alone_while_its_breaker_is_open() -> anyhow:
         assert_eq!(event["deliveries"][0]["attempt_count"], 1, "{event}");
     }
     assert_eq!(requests.len(), 9, "3 failures, then one success per event");
+
+    // The endpoint's health read model tells the same story: three failures, then six
+    // successes in a row, and the breaker closed again.
+    let pool = api.postgres().await?;
+    let health: (i32, i32, Option<String>, String, bool) = wait_until(
+        Duration::from_secs(10),
+        "endpoint health projected",
+        || async {
+            let row: (i32, i32, Option<String>, String, bool) = sqlx::query_as(
+                "SELECT success_streak, failure_streak, last_failure_class, breaker_state, \
+                   last_success_at > last_failure_at \
+                 FROM endpoint_health_view WHERE url = $1",
+            )
+            .bind(&receiver.url)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (row.0 == 6).then_some(row)
+        },
+    )
+    .await?;
+    assert_eq!(
+        health,
+        (6, 0, Some("http_5xx".to_owned()), "closed".to_owned(), true)
+    );
     Ok(())
 }
