@@ -17,9 +17,7 @@ pub struct Route {
 
 impl Route {
     pub fn accepts(&self, event_type: &str) -> bool {
-        self.event_types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|accepted| accepted == event_type))
+        herald_rules::routing::subscribes(self.event_types.as_deref(), event_type)
     }
 }
 

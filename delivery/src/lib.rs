@@ -12,6 +12,7 @@ pub mod endpoint_registry;
 pub mod first_attempts;
 pub mod http_sender;
 pub mod log_position;
+pub mod log_replays;
 pub mod ordered_lanes;
 pub mod overdue;
 pub mod pre_attempt;
@@ -114,6 +115,14 @@ pub async fn run(
     let events = events_spec.open(&log_stream, start().await).await?;
     let replays_spec = replays::consumer(namespace.replays_filter());
     let replay_requests = replays_spec.open(&log_stream, start().await).await?;
+    let log_replays_spec = log_replays::consumer(namespace.replays_filter(), ack_wait);
+    let replays_started = log_replays_spec.open(&log_stream, start().await).await?;
+    let log_replays = Arc::new(log_replays::LogReplays {
+        pool: pool.clone(),
+        publisher: runner.publisher().clone(),
+        log_stream: log_stream.clone(),
+        ack_wait,
+    });
     let lanes = Arc::new(OrderedLanes::new(
         runner.clone(),
         pool.clone(),
@@ -159,6 +168,12 @@ pub async fn run(
         )));
     }
     loops.push(tokio::spawn(overdue.run(shutdown.clone())));
+    loops.push(tokio::spawn(log_replays.run(
+        log_replays_spec,
+        replays_started,
+        start.clone(),
+        shutdown.clone(),
+    )));
     loops.push(tokio::spawn(replays::run(
         retries,
         replays_spec,

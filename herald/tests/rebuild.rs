@@ -38,6 +38,17 @@ async fn view_digest(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, i64, St
             "attempts",
             "SELECT t::text AS row FROM attempts t ORDER BY attempt_id",
         ),
+        (
+            "endpoint_health",
+            "SELECT t::text AS row FROM endpoint_health t ORDER BY endpoint_id",
+        ),
+        (
+            "replays",
+            "SELECT (replay_id, tenant_id, mode, since, until, endpoint_id, event_types, \
+               events_per_second, status, events_replayed, deliveries_scheduled, \
+               through_sequence, started_at, finished_at)::text AS row \
+             FROM replays ORDER BY replay_id",
+        ),
     ] {
         let (rows, digest): (i64, Option<String>) = sqlx::query_as(&format!(
             "SELECT count(*), md5(string_agg(row, '|')) FROM ({query}) AS r"

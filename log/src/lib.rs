@@ -51,6 +51,7 @@ impl LogError {
     }
 }
 
+pub mod event_reader;
 pub mod outbox;
 
 /// Appends messages to the log.
@@ -313,11 +314,14 @@ pub async fn follow(
 /// `replicas` is how many servers of a JetStream cluster keep each stream (1 on a single
 /// server, 3 in production). Consumers created without a replica count of their own inherit
 /// the stream's, so the durable consumers survive the loss of a server as the streams do.
-#[tracing::instrument(skip_all, fields(%namespace, replicas), err)]
+/// `log_max_age` is how long the log keeps a message (zero: for ever); the retry stream only
+/// holds what is still to do and has no age limit.
+#[tracing::instrument(skip_all, fields(%namespace, replicas, ?log_max_age), err)]
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     namespace: &Namespace,
     replicas: usize,
+    log_max_age: Duration,
 ) -> Result<(), LogError> {
     let log = stream::Config {
         name: namespace.log_stream(),
@@ -329,6 +333,7 @@ pub async fn ensure_streams(
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
         duplicate_window: Duration::from_secs(120),
+        max_age: log_max_age,
         num_replicas: replicas,
         ..Default::default()
     };

@@ -5,12 +5,14 @@
 pub mod batch;
 pub mod clickhouse_projection;
 pub mod config;
+pub mod endpoint_health;
 pub mod error;
 pub mod maintenance;
 pub mod postgres_projection;
 pub mod postgres_rows;
 pub mod rebuild;
 pub mod reconcile;
+pub mod replays_projection;
 mod status_sql;
 
 pub use config::ProjectorConfig;

@@ -7,10 +7,12 @@
 //! even two instances running at once apply each message exactly once.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
+use crate::endpoint_health::{self, HealthChanges};
 use crate::error::ProjectorError;
 use crate::postgres_rows::{
     words, AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows,
 };
+use crate::replays_projection::{self, ReplayChanges};
 use crate::status_sql::{event_status_case, in_list};
 use async_nats::jetstream::{self, Message};
 use herald_schemas::{DeliveryStatus, EventStatus, LogMessage};
@@ -140,6 +142,8 @@ pub async fn apply(
     let mut attempts = AttemptRows::default();
     let mut delivery_updates = DeliveryUpdates::default();
     let mut deferrals = Deferrals::default();
+    let mut health = HealthChanges::default();
+    let mut replays = ReplayChanges::default();
     let mut last_sequence = checkpoint as u64;
     for message in batch {
         let sequence = sequence(message);
@@ -154,8 +158,20 @@ pub async fn apply(
             Ok(LogMessage::AttemptRecorded(attempt)) => {
                 attempts.push(&attempt, sequence);
                 delivery_updates.record(&attempt);
+                health.attempt(&attempt, sequence);
+            }
+            Ok(LogMessage::EndpointCircuitOpened(opened)) => {
+                health.breaker_opened(&opened, sequence)
+            }
+            Ok(LogMessage::EndpointCircuitClosed(closed)) => {
+                health.breaker_closed(&closed, sequence)
             }
             Ok(LogMessage::DeliveryDeferred(deferred)) => deferrals.record(&deferred),
+            Ok(
+                message @ (LogMessage::ReplayStarted(_)
+                | LogMessage::ReplayProgressed(_)
+                | LogMessage::ReplayFinished(_)),
+            ) => replays.record(message),
             Ok(_) => {}
             Err(error) => {
                 record_poison(
@@ -180,6 +196,8 @@ pub async fn apply(
     update_deliveries(&mut transaction, delivery_updates).await?;
     defer_deliveries(&mut transaction, deferrals).await?;
     update_event_status(&mut transaction, &touched_events).await?;
+    endpoint_health::apply(&mut transaction, health).await?;
+    replays_projection::apply(&mut transaction, replays).await?;
     sqlx::query("UPDATE projector_checkpoints SET stream_sequence = $2, updated_at = now() WHERE projector = $1")
         .bind(name)
         .bind(last_sequence as i64)

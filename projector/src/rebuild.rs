@@ -1,5 +1,5 @@
 //! `herald rebuild --target postgres`: rebuilds the Postgres read model (`events`,
-//! `deliveries`, `attempts`, and this projector's dead letters) from the log while live
+//! `deliveries`, `attempts`, `endpoint_health`, `replays`, and this projector's dead letters) from the log while live
 //! traffic goes on, then switches over in one transaction.
 //!
 //! The log is applied, with the live projector's own code (`postgres_projection::apply`),
@@ -156,6 +156,9 @@ impl PostgresRebuild {
                      CREATE TABLE {SCHEMA}.events (LIKE public.events INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.deliveries (LIKE public.deliveries INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.attempts (LIKE public.attempts INCLUDING ALL); \
+                     CREATE TABLE {SCHEMA}.endpoint_health \
+                       (LIKE public.endpoint_health INCLUDING ALL); \
+                     CREATE TABLE {SCHEMA}.replays (LIKE public.replays INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.projector_checkpoints \
                        (LIKE public.projector_checkpoints INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.projector_dead_letters \
@@ -256,9 +259,12 @@ impl PostgresRebuild {
             .execute(
                 format!(
                     "DELETE FROM attempts; DELETE FROM deliveries; DELETE FROM events; \
+                     DELETE FROM endpoint_health; DELETE FROM replays; \
                      INSERT INTO events SELECT * FROM {SCHEMA}.events; \
                      INSERT INTO deliveries SELECT * FROM {SCHEMA}.deliveries; \
-                     INSERT INTO attempts SELECT * FROM {SCHEMA}.attempts;"
+                     INSERT INTO attempts SELECT * FROM {SCHEMA}.attempts; \
+                     INSERT INTO endpoint_health SELECT * FROM {SCHEMA}.endpoint_health; \
+                     INSERT INTO replays SELECT * FROM {SCHEMA}.replays;"
                 )
                 .as_str(),
             )

@@ -5,6 +5,7 @@ pub mod bulk_replay;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod log_replay;
 pub mod params;
 pub mod replay;
 pub mod state;
@@ -21,7 +22,10 @@ use axum::Router;
     deliveries::list_deliveries,
     bulk_replay::replay_deliveries,
     endpoints::list_endpoints,
-    endpoints::get_endpoint
+    endpoints::get_endpoint,
+    log_replay::start_replay,
+    log_replay::get_replay,
+    log_replay::list_replays
 ))]
 pub struct QueryApi;
 
@@ -34,6 +38,11 @@ pub fn router(state: QueryState) -> Router {
             "/v1/deliveries/replay",
             post(bulk_replay::replay_deliveries),
         )
+        .route(
+            "/v1/replays",
+            post(log_replay::start_replay).get(log_replay::list_replays),
+        )
+        .route("/v1/replays/{replay_id}", get(log_replay::get_replay))
         .route("/v1/webhook_endpoints", get(endpoints::list_endpoints))
         .route(
             "/v1/webhook_endpoints/{endpoint_id}",

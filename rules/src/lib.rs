@@ -2,9 +2,12 @@
 //! each other to share them (they meet only through the log): Standard Webhooks signing
 //! secrets and signatures (command creates secrets, delivery signs), which addresses receivers
 //! may use (command checks endpoint URLs, delivery checks every connection), and token buckets
-//! (delivery paces endpoints, query paces replay requests). Nothing here does I/O.
+//! (delivery paces endpoints, query paces replay requests), and which endpoints an event type
+//! reaches (command routes events, replays from the log route them again). Nothing here does
+//! I/O.
 
 pub mod rate_limit;
+pub mod routing;
 pub mod signature;
 pub mod target_guard;
 

@@ -65,3 +65,7 @@ id_type!(
     /// One HTTP attempt to deliver one event to one endpoint.
     AttemptId
 );
+id_type!(
+    /// A replay from the log: a tenant's accepted events in a time range, delivered again.
+    ReplayId
+);

@@ -12,13 +12,14 @@ pub mod messages;
 pub mod status;
 pub mod subjects;
 
-pub use ids::{AttemptId, EndpointId, EventId, TenantId};
+pub use ids::{AttemptId, EndpointId, EventId, ReplayId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
     AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred, EndpointCircuitClosed,
     EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
-    EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayRequested, ReplayedDelivery,
-    RetryDue, RetryPolicyOverride, TenantCreated,
+    EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayFinished, ReplayMode,
+    ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
+    RetryPolicyOverride, TenantCreated,
 };
 pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};
 pub use subjects::Namespace;

@@ -6,8 +6,8 @@
 
 use crate::messages::{
     AttemptRecorded, DeliveryDeferred, EndpointCircuitClosed, EndpointCircuitOpened,
-    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayRequested,
-    RetryDue, TenantCreated,
+    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayFinished,
+    ReplayProgressed, ReplayRequested, ReplayStarted, RetryDue, TenantCreated,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,9 @@ log_messages! {
     EndpointCircuitOpened(EndpointCircuitOpened) = "endpoint.circuit_opened.v1",
     EndpointCircuitClosed(EndpointCircuitClosed) = "endpoint.circuit_closed.v1",
     ReplayRequested(ReplayRequested) = "delivery.replay_requested.v1",
+    ReplayStarted(ReplayStarted) = "replay.started.v1",
+    ReplayProgressed(ReplayProgressed) = "replay.progressed.v1",
+    ReplayFinished(ReplayFinished) = "replay.finished.v1",
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +170,7 @@ mod tests {
 
     #[test]
     fn every_type_name_is_known_to_the_decoder() {
-        assert_eq!(LogMessage::TYPE_NAMES.len(), 11);
+        assert_eq!(LogMessage::TYPE_NAMES.len(), 14);
         for &type_name in LogMessage::TYPE_NAMES {
             let envelope = format!(r#"{{"type":"{type_name}","data":{{}}}}"#);
             // An empty body is invalid for every message: the error names the variant tried.

@@ -117,6 +117,30 @@ fn key_fields(message: &LogMessage) -> Vec<(&'static str, Value)> {
                 replay.deliveries[0].attempt_number.into(),
             ),
         ],
+        LogMessage::ReplayStarted(started) => vec![
+            ("/data/replay_id", text(started.replay_id)),
+            ("/data/tenant_id", text(started.tenant_id)),
+            ("/data/mode", started.mode.as_str().into()),
+            ("/data/events_per_second", started.events_per_second.into()),
+        ],
+        LogMessage::ReplayProgressed(progressed) => vec![
+            ("/data/replay_id", text(progressed.replay_id)),
+            ("/data/through_sequence", progressed.through_sequence.into()),
+            ("/data/events_replayed", progressed.events_replayed.into()),
+            (
+                "/data/deliveries_scheduled",
+                progressed.deliveries_scheduled.into(),
+            ),
+        ],
+        LogMessage::ReplayFinished(finished) => vec![
+            ("/data/replay_id", text(finished.replay_id)),
+            ("/data/through_sequence", finished.through_sequence.into()),
+            ("/data/events_replayed", finished.events_replayed.into()),
+            (
+                "/data/deliveries_scheduled",
+                finished.deliveries_scheduled.into(),
+            ),
+        ],
     }
 }
 

@@ -47,7 +47,10 @@ fn family_of(type_name: &str) -> &'static str {
         | "endpoint.disabled.v1"
         | "endpoint.circuit_opened.v1"
         | "endpoint.circuit_closed.v1" => "config",
-        "delivery.replay_requested.v1" => "replays",
+        "delivery.replay_requested.v1"
+        | "replay.started.v1"
+        | "replay.progressed.v1"
+        | "replay.finished.v1" => "replays",
         "retry.due.v1" => "retries",
         _ => "undocumented",
     }
@@ -208,6 +211,7 @@ async fn every_message_in_a_real_run_follows_the_published_contract() -> anyhow:
 
     // The scenario.
     let tenant = api.create_tenant("log-contract").await?;
+    let scenario_started_at = chrono::Utc::now() - chrono::Duration::seconds(1);
     let healthy = Receiver::start().await;
     let failing = Receiver::start().await;
     // Three failures open the breaker (threshold 3 in tests); the probe after it succeeds.
@@ -263,6 +267,16 @@ async fn every_message_in_a_real_run_follows_the_published_contract() -> anyhow:
         &tenant.api_key,
         &format!("/v1/events/{paid}/replay"),
         json!({}),
+    )
+    .await?;
+    // A replay from the log of the scenario's three events, one a second: long enough to
+    // record its progress before it finishes.
+    post(
+        &api,
+        &tenant.api_key,
+        "/v1/replays",
+        json!({ "since": scenario_started_at, "until": chrono::Utc::now(), "mode": "as_then",
+                "events_per_second": 1 }),
     )
     .await?;
 

@@ -255,6 +255,25 @@ pub fn describe(message: &LogMessage) -> String {
             replay.event_id,
             replay.deliveries.len()
         ),
+        LogMessage::ReplayStarted(started) => format!(
+            "replay={} tenant={} mode={} since={} until={}",
+            started.replay_id,
+            started.tenant_id,
+            started.mode.as_str(),
+            started.since.to_rfc3339(),
+            started.until.to_rfc3339()
+        ),
+        LogMessage::ReplayProgressed(progressed) => format!(
+            "replay={} through_sequence={} events={} deliveries={}",
+            progressed.replay_id,
+            progressed.through_sequence,
+            progressed.events_replayed,
+            progressed.deliveries_scheduled
+        ),
+        LogMessage::ReplayFinished(finished) => format!(
+            "replay={} events={} deliveries={}",
+            finished.replay_id, finished.events_replayed, finished.deliveries_scheduled
+        ),
     }
 }
 
