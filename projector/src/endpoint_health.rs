@@ -12,6 +12,7 @@ use herald_schemas::{
 };
 use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// What one batch of the log says about one endpoint, in log order.
@@ -138,69 +139,56 @@ pub async fn apply(
         rows.log_sequence.push(change.log_sequence);
     }
     // Endpoints with a row: a streak goes on from the stored one only if the batch did not
-    // break it, and the batch's breaker change (if any) is the latest. Then rows for the
-    // endpoints seen for the first time. The projector is the only writer.
-    sqlx::query(&format!(
-        "WITH c AS ({CHANGES}) \
-         UPDATE endpoint_health AS h SET \
-           last_attempt_at = GREATEST(h.last_attempt_at, c.last_attempt_at), \
-           last_success_at = GREATEST(h.last_success_at, c.last_success_at), \
-           last_failure_at = GREATEST(h.last_failure_at, c.last_failure_at), \
-           last_failure_class = CASE WHEN c.had_failure THEN c.last_failure_class \
-             ELSE h.last_failure_class END, \
-           success_streak = CASE WHEN c.had_failure THEN c.successes \
-             ELSE h.success_streak + c.successes END, \
-           failure_streak = CASE WHEN c.had_success THEN c.failures \
-             ELSE h.failure_streak + c.failures END, \
-           breaker_open = CASE WHEN c.breaker_changed THEN c.breaker_open_until IS NOT NULL \
-             ELSE h.breaker_open END, \
-           breaker_open_until = CASE WHEN c.breaker_changed THEN c.breaker_open_until \
-             ELSE h.breaker_open_until END, \
-           log_sequence = GREATEST(h.log_sequence, c.log_sequence) \
-         FROM c WHERE h.endpoint_id = c.endpoint_id"
-    ))
-    .bind(&rows.endpoint_id)
-    .bind(&rows.tenant_id)
-    .bind(&rows.last_attempt_at)
-    .bind(&rows.last_success_at)
-    .bind(&rows.last_failure_at)
-    .bind(&rows.last_failure_class)
-    .bind(&rows.successes)
-    .bind(&rows.failures)
-    .bind(&rows.had_success)
-    .bind(&rows.had_failure)
-    .bind(&rows.breaker_changed)
-    .bind(&rows.breaker_open_until)
-    .bind(&rows.log_sequence)
-    .execute(&mut **transaction)
-    .await?;
-    sqlx::query(&format!(
-        "WITH c AS ({CHANGES}) \
+    // break it, and the batch's breaker change (if any) is the latest. Endpoints seen for the
+    // first time get a row. One statement; the projector is the only writer.
+    sqlx::query(&UPSERT)
+        .bind(&rows.endpoint_id)
+        .bind(&rows.tenant_id)
+        .bind(&rows.last_attempt_at)
+        .bind(&rows.last_success_at)
+        .bind(&rows.last_failure_at)
+        .bind(&rows.last_failure_class)
+        .bind(&rows.successes)
+        .bind(&rows.failures)
+        .bind(&rows.had_success)
+        .bind(&rows.had_failure)
+        .bind(&rows.breaker_changed)
+        .bind(&rows.breaker_open_until)
+        .bind(&rows.log_sequence)
+        .execute(&mut **transaction)
+        .await
+        .map(|_| ())
+}
+
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH c AS ({CHANGES}), \
+         updated AS ( \
+           UPDATE endpoint_health AS h SET \
+             last_attempt_at = GREATEST(h.last_attempt_at, c.last_attempt_at), \
+             last_success_at = GREATEST(h.last_success_at, c.last_success_at), \
+             last_failure_at = GREATEST(h.last_failure_at, c.last_failure_at), \
+             last_failure_class = CASE WHEN c.had_failure THEN c.last_failure_class \
+               ELSE h.last_failure_class END, \
+             success_streak = CASE WHEN c.had_failure THEN c.successes \
+               ELSE h.success_streak + c.successes END, \
+             failure_streak = CASE WHEN c.had_success THEN c.failures \
+               ELSE h.failure_streak + c.failures END, \
+             breaker_open = CASE WHEN c.breaker_changed THEN c.breaker_open_until IS NOT NULL \
+               ELSE h.breaker_open END, \
+             breaker_open_until = CASE WHEN c.breaker_changed THEN c.breaker_open_until \
+               ELSE h.breaker_open_until END, \
+             log_sequence = GREATEST(h.log_sequence, c.log_sequence) \
+           FROM c WHERE h.endpoint_id = c.endpoint_id RETURNING h.endpoint_id) \
          INSERT INTO endpoint_health (endpoint_id, tenant_id, last_attempt_at, last_success_at, \
            last_failure_at, last_failure_class, success_streak, failure_streak, breaker_open, \
            breaker_open_until, log_sequence) \
          SELECT endpoint_id, tenant_id, last_attempt_at, last_success_at, last_failure_at, \
            last_failure_class, successes, failures, \
            breaker_changed AND breaker_open_until IS NOT NULL, breaker_open_until, log_sequence \
-         FROM c ON CONFLICT (endpoint_id) DO NOTHING"
-    ))
-    .bind(&rows.endpoint_id)
-    .bind(&rows.tenant_id)
-    .bind(&rows.last_attempt_at)
-    .bind(&rows.last_success_at)
-    .bind(&rows.last_failure_at)
-    .bind(&rows.last_failure_class)
-    .bind(&rows.successes)
-    .bind(&rows.failures)
-    .bind(&rows.had_success)
-    .bind(&rows.had_failure)
-    .bind(&rows.breaker_changed)
-    .bind(&rows.breaker_open_until)
-    .bind(&rows.log_sequence)
-    .execute(&mut **transaction)
-    .await
-    .map(|_| ())
-}
+         FROM c WHERE endpoint_id NOT IN (SELECT endpoint_id FROM updated)"
+    )
+});
 
 /// The batch's changes as rows `c`, from the bound arrays.
 const CHANGES: &str = "SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], \
