@@ -12,6 +12,9 @@ async fn old_finished_events_go_and_unfinished_or_recent_ones_stay() -> anyhow::
     let pool = api.postgres().await?;
     let tenant = uuid::Uuid::now_v7();
     let endpoint = uuid::Uuid::now_v7();
+    // All in one transaction: the projector's own housekeeping runs once when it starts and
+    // must not find an event without its delivery.
+    let mut transaction = pool.begin().await?;
     let mut ids = Vec::new();
     for (age_days, status, delivery_status) in [
         (40, "delivered", "succeeded"),
@@ -29,7 +32,7 @@ async fn old_finished_events_go_and_unfinished_or_recent_ones_stay() -> anyhow::
         .bind(tenant)
         .bind(age_days)
         .bind(status)
-        .execute(&pool)
+        .execute(&mut *transaction)
         .await?;
         sqlx::query(
             "INSERT INTO deliveries (event_id, endpoint_id, tenant_id, status, attempt_count, \
@@ -39,7 +42,7 @@ async fn old_finished_events_go_and_unfinished_or_recent_ones_stay() -> anyhow::
         .bind(endpoint)
         .bind(tenant)
         .bind(delivery_status)
-        .execute(&pool)
+        .execute(&mut *transaction)
         .await?;
         ids.push(event_id);
     }
@@ -48,8 +51,9 @@ async fn old_finished_events_go_and_unfinished_or_recent_ones_stay() -> anyhow::
            recorded_at) VALUES ('p', 1, 's', 'e', '\\x00', now() - interval '40 days'), \
                                ('p', 2, 's', 'e', '\\x00', now())",
     )
-    .execute(&pool)
+    .execute(&mut *transaction)
     .await?;
+    transaction.commit().await?;
 
     let stack = StackConfig {
         clickhouse_url: api.herald.clickhouse_url.clone(),
