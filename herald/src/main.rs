@@ -58,6 +58,7 @@ enum Task {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RebuildTarget {
     Postgres,
+    Clickhouse,
 }
 
 #[tokio::main]
@@ -80,19 +81,35 @@ async fn main() -> anyhow::Result<()> {
         Task::Rebuild { target, from } => {
             let start_at = herald::rebuild::parse_start(from.as_deref())?;
             let stack = herald::stack::Stack::connect(&config.stack).await?;
-            let rebuilt = match target {
+            match target {
                 RebuildTarget::Postgres => {
-                    herald::rebuild::rebuild_postgres(&stack, start_at).await?
+                    let rebuilt = herald::rebuild::rebuild_postgres(&stack, start_at).await?;
+                    println!(
+                        "postgres rebuilt from sequence {}, switched over at {}: {} events, {} \
+                         deliveries, {} attempts",
+                        rebuilt.started_at_sequence,
+                        rebuilt.switched_at_sequence,
+                        rebuilt.events,
+                        rebuilt.deliveries,
+                        rebuilt.attempts
+                    );
                 }
-            };
-            println!(
-                "rebuilt from sequence {}, switched over at {}: {} events, {} deliveries, {} attempts",
-                rebuilt.started_at_sequence,
-                rebuilt.switched_at_sequence,
-                rebuilt.events,
-                rebuilt.deliveries,
-                rebuilt.attempts
-            );
+                RebuildTarget::Clickhouse => {
+                    let rebuilt =
+                        herald::rebuild::rebuild_clickhouse(&config.stack, &stack, start_at)
+                            .await?;
+                    println!(
+                        "clickhouse rebuilt from sequence {} ({} earlier attempt rows kept), \
+                         switched over at {}: {} attempts; {} partitions replaced, {} dropped",
+                        rebuilt.started_at_sequence,
+                        rebuilt.attempts_kept,
+                        rebuilt.switched_at_sequence,
+                        rebuilt.attempts,
+                        rebuilt.partitions_replaced,
+                        rebuilt.partitions_dropped
+                    );
+                }
+            }
             return Ok(());
         }
         Task::Reconcile { since } => {

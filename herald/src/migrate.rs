@@ -86,7 +86,7 @@ async fn migrate_clickhouse_alone(config: &StackConfig, stack: &Stack) -> Result
         .execute(&mut *connection)
         .await
         .map_err(MigrateError::ClickHouseLock)?;
-    let migrated = migrate_clickhouse(config).await;
+    let migrated = migrate_clickhouse(config, &config.clickhouse_database).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
         .bind(&lock_name)
         .execute(&mut *connection)
@@ -98,8 +98,10 @@ async fn migrate_clickhouse_alone(config: &StackConfig, stack: &Stack) -> Result
     migrated
 }
 
-async fn migrate_clickhouse(config: &StackConfig) -> Result<(), MigrateError> {
-    let database = &config.clickhouse_database;
+/// Creates database `database` if need be and applies the ClickHouse migrations it lacks.
+/// Also makes the copy a ClickHouse rebuild is built in, so that its tables and views are
+/// the live ones'.
+pub async fn migrate_clickhouse(config: &StackConfig, database: &str) -> Result<(), MigrateError> {
     let server = clickhouse_client(config);
     server
         .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))

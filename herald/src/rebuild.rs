@@ -1,9 +1,14 @@
-//! `herald rebuild --target postgres [--from <time|sequence>]`: rebuilds a read model from
-//! the log while live traffic goes on, then switches over (see `herald_projector::rebuild`).
-//! Progress is a bar on a terminal and a line every few seconds otherwise.
+//! `herald rebuild --target postgres|clickhouse [--from <time|sequence>]`: rebuilds a read
+//! model from the log while live traffic goes on, then switches over (see
+//! `herald_projector::rebuild` and `herald_projector::clickhouse_rebuild`). Progress is a bar
+//! on a terminal and a line every few seconds otherwise.
 
-use crate::stack::Stack;
+use crate::config::StackConfig;
+use crate::migrate::{migrate_clickhouse, MigrateError};
+use crate::stack::{clickhouse_client, Stack};
 use chrono::{DateTime, Utc};
+use herald_projector::clickhouse_hold::WriteHold;
+use herald_projector::clickhouse_rebuild::{ClickHouseRebuild, RebuiltClickHouse};
 use herald_projector::rebuild::{PostgresRebuild, Progress, Rebuilt, StartAt};
 use herald_projector::ProjectorError;
 use std::io::{IsTerminal, Write};
@@ -27,14 +32,7 @@ pub fn parse_start(text: Option<&str>) -> Result<StartAt, InvalidStart> {
 }
 
 pub async fn rebuild_postgres(stack: &Stack, start_at: StartAt) -> Result<Rebuilt, ProjectorError> {
-    let log_stream = stack
-        .jetstream
-        .get_stream(stack.namespace.log_stream())
-        .await
-        .map_err(|error| ProjectorError::Log {
-            context: "cannot open the log stream",
-            source: Box::new(error),
-        })?;
+    let log_stream = open_log(stack).await?;
     let mut display = ProgressDisplay::new("postgres");
     let rebuilt = PostgresRebuild {
         log_stream,
@@ -45,6 +43,71 @@ pub async fn rebuild_postgres(stack: &Stack, start_at: StartAt) -> Result<Rebuil
     .await;
     display.finish();
     rebuilt
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseRebuildError {
+    #[error("cannot make the copy database {database}: {source}")]
+    Copy {
+        database: String,
+        #[source]
+        source: MigrateError,
+    },
+    #[error(transparent)]
+    Rebuild(#[from] ProjectorError),
+}
+
+/// Builds the copy in database `<live>_rebuild`, made by the live database's migrations, and
+/// drops it afterwards whatever happened.
+pub async fn rebuild_clickhouse(
+    config: &StackConfig,
+    stack: &Stack,
+    start_at: StartAt,
+) -> Result<RebuiltClickHouse, ClickHouseRebuildError> {
+    let live_database = config.clickhouse_database.clone();
+    let copy_database = format!("{live_database}_rebuild");
+    let server = clickhouse_client(config);
+    let drop_copy = format!("DROP DATABASE IF EXISTS {copy_database}");
+    server
+        .query(&drop_copy)
+        .execute()
+        .await
+        .map_err(ProjectorError::from)?;
+    migrate_clickhouse(config, &copy_database)
+        .await
+        .map_err(|source| ClickHouseRebuildError::Copy {
+            database: copy_database.clone(),
+            source,
+        })?;
+    let log_stream = open_log(stack).await?;
+    let mut display = ProgressDisplay::new("clickhouse");
+    let rebuilt = ClickHouseRebuild {
+        log_stream,
+        attempts_filter: stack.namespace.attempts_filter(),
+        live: stack.clickhouse.clone(),
+        live_database: live_database.clone(),
+        copy: server.clone().with_database(&copy_database),
+        copy_database: copy_database.clone(),
+        hold: WriteHold::for_database(stack.pool.clone(), &live_database),
+    }
+    .run(start_at, |progress| display.show(progress))
+    .await;
+    display.finish();
+    if let Err(error) = server.query(&drop_copy).execute().await {
+        tracing::warn!(%error, "the rebuild's copy was not dropped; drop database {copy_database}");
+    }
+    Ok(rebuilt?)
+}
+
+async fn open_log(stack: &Stack) -> Result<async_nats::jetstream::stream::Stream, ProjectorError> {
+    stack
+        .jetstream
+        .get_stream(stack.namespace.log_stream())
+        .await
+        .map_err(|error| ProjectorError::Log {
+            context: "cannot open the log stream",
+            source: Box::new(error),
+        })
 }
 
 struct ProgressDisplay {

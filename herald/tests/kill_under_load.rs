@@ -13,7 +13,7 @@ use herald_tests::kill_load::{check_nothing_lost, send_with_repeats, LoadShape, 
 use herald_tests::private_stack::{PrivateStack, Server};
 use herald_tests::process::{HeraldProcess, StackUrls};
 use herald_tests::receiver::Receiver;
-use herald_tests::{wait_until, Api};
+use herald_tests::{view_digest, wait_until, Api};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -181,6 +181,7 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
         String::from_utf8_lossy(&agreed.stderr)
     );
     if matches!(victim, Victim::Service("projector")) {
+        check_rebuilds_reproduce_the_views(&api, reconciler).await?;
         check_reconcile_catches_differences(&api, reconciler).await?;
     }
     // At-least-once: a delivery may succeed twice (same `webhook-id`) after a kill; counted,
@@ -208,8 +209,36 @@ async fn kill_twice_under_load(victim: Victim) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One attempt row deleted from Postgres and the same attempt added twice to ClickHouse: the
-/// reconciler reports exactly that count and exits 1.
+/// After the kills, rebuilding both views from the log changes neither.
+async fn check_rebuilds_reproduce_the_views(
+    api: &Api,
+    process: &HeraldProcess,
+) -> anyhow::Result<()> {
+    let pool = api.postgres().await?;
+    let postgres = view_digest::postgres(&pool).await?;
+    let clickhouse = view_digest::clickhouse(api).await?;
+    for target in ["postgres", "clickhouse"] {
+        let rebuilt = process.run_task(&["rebuild", "--target", target]).await?;
+        anyhow::ensure!(
+            rebuilt.status.success(),
+            "rebuild --target {target}: {}{}",
+            String::from_utf8_lossy(&rebuilt.stdout),
+            String::from_utf8_lossy(&rebuilt.stderr)
+        );
+    }
+    let postgres_rebuilt = view_digest::postgres(&pool).await?;
+    let clickhouse_rebuilt = view_digest::clickhouse(api).await?;
+    anyhow::ensure!(
+        postgres == postgres_rebuilt && clickhouse == clickhouse_rebuilt,
+        "rebuilding from the log changed a view the kills left behind:\n\
+         before {postgres:?} {clickhouse:?}\nafter  {postgres_rebuilt:?} {clickhouse_rebuilt:?}"
+    );
+    Ok(())
+}
+
+/// One attempt row deleted from Postgres, the same attempt added again to ClickHouse (its
+/// rollups count it too) and once more to the minute rollup alone: the reconciler reports
+/// exactly those counts and exits 1.
 async fn check_reconcile_catches_differences(
     api: &Api,
     reconciler: &HeraldProcess,
@@ -224,6 +253,12 @@ async fn check_reconcile_catches_differences(
         .await?;
     api.clickhouse(&format!(
         "INSERT INTO attempts SELECT * FROM attempts WHERE attempt_id = '{attempt_id}'"
+    ))
+    .await?;
+    api.clickhouse(&format!(
+        "INSERT INTO sli_minute_refill SELECT started_at, tenant_id, endpoint_id, event_type, \
+           outcome, error_class, latency_ms, end_to_end_ms, log_sequence \
+         FROM attempts WHERE attempt_id = '{attempt_id}' LIMIT 1"
     ))
     .await?;
     let found = reconciler.run_task(&["reconcile", "--since", "1h"]).await?;
@@ -251,8 +286,14 @@ async fn check_reconcile_catches_differences(
         .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
         .collect();
     anyhow::ensure!(
-        matches!(counts[..], [log, postgres, clickhouse] if postgres + 1 == log && clickhouse == log + 1),
-        "expected postgres one below the log and clickhouse one above: {stdout}"
+        matches!(
+            counts[..],
+            [log, postgres, clickhouse, minute, hour]
+                if postgres + 1 == log && clickhouse == log + 1 && minute == log + 2
+                    && hour == log + 1
+        ),
+        "expected postgres one below the log, clickhouse and its hour rollup one above and its \
+         minute rollup two above: {stdout}"
     );
     Ok(())
 }

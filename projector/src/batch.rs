@@ -114,3 +114,37 @@ pub async fn next_batch(
 pub fn sequence(message: &Message) -> u64 {
     message.info().map(|info| info.stream_sequence).unwrap_or(0)
 }
+
+/// For rebuilds: reads the log's messages under `filter_subject` after `applied` through
+/// `target` and hands them to `apply` batch by batch, with the sequence applied through
+/// before the batch; `apply` answers how far it got. Returns where it got.
+pub(crate) async fn apply_log_through(
+    log_stream: &jetstream::stream::Stream,
+    filter_subject: &str,
+    mut applied: u64,
+    target: u64,
+    max: usize,
+    mut apply: impl AsyncFnMut(&[Message], u64) -> Result<u64, ProjectorError>,
+) -> Result<u64, ProjectorError> {
+    if applied >= target {
+        return Ok(applied);
+    }
+    let window = Duration::from_millis(50);
+    let never = CancellationToken::new();
+    let mut messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;
+    while applied < target {
+        let mut batch = match next_batch(&mut messages, max, window, &never).await {
+            Pulled::Batch(batch) => batch,
+            Pulled::Interrupted | Pulled::Shutdown => {
+                messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;
+                continue;
+            }
+        };
+        batch.retain(|message| sequence(message) <= target);
+        let Some(through) = batch.last().map(sequence) else {
+            break;
+        };
+        applied = apply(&batch, applied).await?.max(through);
+    }
+    Ok(applied)
+}

@@ -18,14 +18,19 @@
 //!   rollup's refill table. Only the last insert can be missing: nothing is inserted after
 //!   an unconfirmed insert before this check.
 //!
+//! - Every write holds the ClickHouse write hold shared (`clickhouse_hold`), so that a
+//!   rebuild's switch-over and reconciling can look at a read model nothing writes to.
+//!
 //! One instance is active at a time.
 
 use crate::batch::{next_batch, read_from, sequence, Pulled};
+use crate::clickhouse_hold::{Held, WriteHold};
 use crate::error::ProjectorError;
 use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -125,8 +130,17 @@ impl AttemptRow {
 
 pub struct ClickHouseProjection {
     pub client: clickhouse::Client,
+    /// Where the write hold is kept.
+    pub pool: PgPool,
     pub max_rows: usize,
     pub flush_after: Duration,
+}
+
+/// Where a projector resumes and what it writes under.
+struct Resumed {
+    prefix: String,
+    hold: WriteHold,
+    applied_through: u64,
 }
 
 impl ClickHouseProjection {
@@ -137,7 +151,7 @@ impl ClickHouseProjection {
         shutdown: CancellationToken,
     ) -> Result<(), ProjectorError> {
         while !shutdown.is_cancelled() {
-            let (prefix, mut applied_through) = match self.resume(&shutdown).await {
+            let resumed = match self.resume(&shutdown).await {
                 Ok(Some(resumed)) => resumed,
                 Ok(None) => return Ok(()),
                 Err(error) if error.is_retryable() => {
@@ -149,6 +163,11 @@ impl ClickHouseProjection {
                 }
                 Err(error) => return Err(error),
             };
+            let Resumed {
+                prefix,
+                hold,
+                mut applied_through,
+            } = resumed;
             // Any error here stops the projector, a log that cannot be read for now included.
             crate::batch::ensure_not_ahead(
                 &log_stream,
@@ -178,7 +197,7 @@ impl ClickHouseProjection {
                 };
                 let rows = rows_after(&batch, applied_through);
                 for run in runs_by_day(&rows) {
-                    if !self.insert_once(run, &prefix, &shutdown).await? {
+                    if !self.insert_once(run, &prefix, &hold, &shutdown).await? {
                         return Ok(());
                     }
                 }
@@ -190,20 +209,48 @@ impl ClickHouseProjection {
         Ok(())
     }
 
-    /// Where to resume: the query id prefix of this projector's inserts and the log sequence
-    /// applied through. None when shut down first.
+    /// Where to resume: the query id prefix of this projector's inserts, its write hold and
+    /// the log sequence applied through. None when shut down first.
     async fn resume(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<(String, u64)>, ProjectorError> {
-        let prefix = self.query_id_prefix().await?;
-        let settled = self.settle(&prefix, shutdown).await?;
-        Ok(settled.map(|applied_through| (prefix, applied_through)))
+    ) -> Result<Option<Resumed>, ProjectorError> {
+        let database = current_database(&self.client).await?;
+        let prefix = insert_query_id_prefix(&database);
+        let hold = WriteHold::for_database(self.pool.clone(), &database);
+        let Some(held) = hold_shared(&hold, shutdown).await? else {
+            return Ok(None);
+        };
+        let settled = self.settle(&prefix, shutdown).await;
+        held.release().await;
+        Ok(settled?.map(|applied_through| Resumed {
+            prefix,
+            hold,
+            applied_through,
+        }))
     }
 
     /// Inserts one run of rows so that it is stored once: after a failure it is sent again
     /// only when it is known not to have landed. False when shut down first.
     async fn insert_once(
+        &self,
+        run: &[AttemptRow],
+        prefix: &str,
+        hold: &WriteHold,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ProjectorError> {
+        if run.is_empty() {
+            return Ok(true);
+        }
+        let Some(held) = hold_shared(hold, shutdown).await? else {
+            return Ok(false);
+        };
+        let inserted = self.insert_once_held(run, prefix, shutdown).await;
+        held.release().await;
+        inserted
+    }
+
+    async fn insert_once_held(
         &self,
         run: &[AttemptRow],
         prefix: &str,
@@ -251,7 +298,7 @@ impl ClickHouseProjection {
         prefix: &str,
         shutdown: &CancellationToken,
     ) -> Result<Option<u64>, ProjectorError> {
-        if !self.wait_for_running_inserts(prefix, shutdown).await? {
+        if !wait_for_running_inserts(&self.client, prefix, shutdown).await? {
             return Ok(None);
         }
         let last = self
@@ -264,48 +311,6 @@ impl ClickHouseProjection {
             .await?;
         self.complete_rollups(&last, prefix).await?;
         Ok(Some(last.last_sequence))
-    }
-
-    /// The start of the query id of every insert of this projector: it names the database,
-    /// so that the inserts of another installation on the same server are not waited for.
-    async fn query_id_prefix(&self) -> Result<String, ProjectorError> {
-        let database = self
-            .client
-            .query("SELECT currentDatabase()")
-            .fetch_one::<String>()
-            .await?;
-        Ok(format!("herald-attempts-{database}-"))
-    }
-
-    /// Waits until the server runs no insert of ours: one whose answer was lost, or whose
-    /// process died, may still be writing. False when shut down first.
-    async fn wait_for_running_inserts(
-        &self,
-        prefix: &str,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, ProjectorError> {
-        let mut told = false;
-        loop {
-            let running = self
-                .client
-                .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
-                .bind(prefix)
-                .fetch_one::<u64>()
-                .await?;
-            if running == 0 {
-                return Ok(true);
-            }
-            if !told {
-                tracing::info!(
-                    running,
-                    "an earlier insert still runs in ClickHouse; waiting"
-                );
-                told = true;
-            }
-            if pause(shutdown, Duration::from_millis(100)).await {
-                return Ok(false);
-            }
-        }
     }
 
     /// Feeds each rollup the rows of the last insert into `attempts` that it did not count.
@@ -373,22 +378,100 @@ impl ClickHouseProjection {
         )
     )]
     async fn insert(&self, rows: &[AttemptRow], prefix: &str) -> Result<(), ProjectorError> {
-        let first = rows.first().map_or(0, |row| row.log_sequence);
-        let last = rows.last().map_or(0, |row| row.log_sequence);
-        let mut insert = self
-            .client
-            .insert::<AttemptRow>("attempts")
-            .await?
-            .with_setting("query_id", format!("{prefix}{first}-{last}"));
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-        Ok(())
+        insert_attempts(&self.client, rows, prefix).await
     }
 }
 
-fn rows_after(batch: &[Message], applied_through: u64) -> Vec<AttemptRow> {
+/// Inserts rows into `attempts` in one insert, under a query id that says whose it is.
+pub(crate) async fn insert_attempts(
+    client: &clickhouse::Client,
+    rows: &[AttemptRow],
+    prefix: &str,
+) -> Result<(), ProjectorError> {
+    let first = rows.first().map_or(0, |row| row.log_sequence);
+    let last = rows.last().map_or(0, |row| row.log_sequence);
+    let mut insert = client
+        .insert::<AttemptRow>("attempts")
+        .await?
+        .with_setting("query_id", format!("{prefix}{first}-{last}"));
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    Ok(())
+}
+
+pub(crate) async fn current_database(
+    client: &clickhouse::Client,
+) -> Result<String, ProjectorError> {
+    Ok(client
+        .query("SELECT currentDatabase()")
+        .fetch_one::<String>()
+        .await?)
+}
+
+/// The start of the query id of every insert into `database`'s attempts: it names the
+/// database, so that the inserts of another installation on the same server are not waited
+/// for.
+pub(crate) fn insert_query_id_prefix(database: &str) -> String {
+    format!("herald-attempts-{database}-")
+}
+
+/// Waits until the server runs no insert whose query id starts with `prefix`: one whose
+/// answer was lost, or whose process died, may still be writing. False when shut down first.
+pub(crate) async fn wait_for_running_inserts(
+    client: &clickhouse::Client,
+    prefix: &str,
+    shutdown: &CancellationToken,
+) -> Result<bool, ProjectorError> {
+    let mut told = false;
+    loop {
+        let running = client
+            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+            .bind(prefix)
+            .fetch_one::<u64>()
+            .await?;
+        if running == 0 {
+            return Ok(true);
+        }
+        if !told {
+            tracing::info!(
+                running,
+                "an earlier insert still runs in ClickHouse; waiting"
+            );
+            told = true;
+        }
+        if pause(shutdown, Duration::from_millis(100)).await {
+            return Ok(false);
+        }
+    }
+}
+
+/// Takes the write hold shared, waiting while Postgres cannot be reached. None when shut
+/// down first.
+async fn hold_shared(
+    hold: &WriteHold,
+    shutdown: &CancellationToken,
+) -> Result<Option<Held>, ProjectorError> {
+    loop {
+        let taken = tokio::select! {
+            taken = hold.shared() => taken,
+            () = shutdown.cancelled() => return Ok(None),
+        };
+        match taken {
+            Ok(held) => return Ok(Some(held)),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "cannot take the ClickHouse write hold in Postgres; waiting");
+                if pause(shutdown, Duration::from_secs(1)).await {
+                    return Ok(None);
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+pub(crate) fn rows_after(batch: &[Message], applied_through: u64) -> Vec<AttemptRow> {
     batch
         .iter()
         .filter_map(|message| {
@@ -411,7 +494,7 @@ fn rows_after(batch: &[Message], applied_through: u64) -> Vec<AttemptRow> {
 }
 
 /// Consecutive rows of the same day, so that each insert touches one partition.
-fn runs_by_day(rows: &[AttemptRow]) -> impl Iterator<Item = &[AttemptRow]> {
+pub(crate) fn runs_by_day(rows: &[AttemptRow]) -> impl Iterator<Item = &[AttemptRow]> {
     rows.chunk_by(|first, second| first.day() == second.day())
 }
 

@@ -61,6 +61,18 @@ pub enum ProjectorError {
         through: u64,
         last_attempt: u64,
     },
+    /// A ClickHouse rebuild from a sequence after the log's first keeps what the live view
+    /// counted before it; a rollup bucket older than the raw attempts kept (retention) that
+    /// also counts attempts from that sequence on cannot be split, and would count them twice.
+    #[error(
+        "ClickHouse `{table}` counts attempts up to log sequence {counted_through} in periods          before {raw_rows_from}, older than the raw attempts kept (HERALD_RETENTION_DAYS), so          it cannot be rebuilt from sequence {from}; rebuild from a later sequence or time"
+    )]
+    CannotKeepHistory {
+        table: &'static str,
+        raw_rows_from: chrono::DateTime<chrono::Utc>,
+        counted_through: u64,
+        from: u64,
+    },
     /// A projection's task panicked or was aborted.
     #[error("projection task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -87,7 +99,10 @@ impl ProjectorError {
             | Self::ClickHouse(_)
             | Self::CheckpointWentBack { .. } => true,
             Self::Behind { .. } => true,
-            Self::AheadOfLog { .. } | Self::LogTrimmed { .. } | Self::Task(_) => false,
+            Self::AheadOfLog { .. }
+            | Self::LogTrimmed { .. }
+            | Self::CannotKeepHistory { .. }
+            | Self::Task(_) => false,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! dropped and rebuilt from the log.
 
 pub mod batch;
+pub mod clickhouse_hold;
 pub mod clickhouse_projection;
+pub mod clickhouse_rebuild;
 pub mod config;
 pub mod endpoint_health;
 pub mod error;
@@ -60,6 +62,7 @@ pub async fn run(
     let postgres = tokio::spawn(async move { stop_all_on_error(postgres_run.await, token) });
     let analytics_run = ClickHouseProjection {
         client: clickhouse.clone(),
+        pool: pool.clone(),
         max_rows: config.clickhouse_batch_rows,
         flush_after: Duration::from_millis(config.clickhouse_flush_ms),
     }

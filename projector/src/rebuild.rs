@@ -11,7 +11,7 @@
 //! The tables themselves stay (names, indexes, partitions, grants), so later migrations and
 //! cached query plans keep working.
 
-use crate::batch::{next_batch, read_from, sequence, Pulled};
+use crate::batch::{apply_log_through, sequence};
 use crate::error::ProjectorError;
 use crate::postgres_projection::apply;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -21,15 +21,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Where the copies are built.
 const SCHEMA: &str = "herald_rebuild";
 /// The copy switches over once it is this close to the live projector.
 const CLOSE_ENOUGH: u64 = 2_000;
 const BATCH: usize = 1_000;
-const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// Where in the log a rebuild starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +69,7 @@ impl PostgresRebuild {
         start_at: StartAt,
         mut progress: impl FnMut(Progress),
     ) -> Result<Rebuilt, ProjectorError> {
-        let first = self.first_sequence(start_at).await?;
+        let first = first_sequence(&self.log_stream, start_at).await?;
         let copy = self.prepare_copy(first).await?;
         let mut applied = first.saturating_sub(1);
         // Catch up with the live view, as often as it takes to get close.
@@ -96,54 +93,6 @@ impl PostgresRebuild {
             tracing::warn!(%error, "the rebuild's copies were not dropped; drop schema {SCHEMA}");
         }
         rebuilt
-    }
-
-    /// The sequence the rebuild starts at.
-    async fn first_sequence(&self, start_at: StartAt) -> Result<u64, ProjectorError> {
-        let mut log_stream = self.log_stream.clone();
-        let state = log_stream
-            .info()
-            .await
-            .map_err(|error| ProjectorError::log("cannot read stream info", error))?
-            .state
-            .clone();
-        match start_at {
-            StartAt::Beginning if state.first_sequence > 1 => Err(ProjectorError::LogTrimmed {
-                since: DateTime::<Utc>::UNIX_EPOCH,
-                log_starts_at: DateTime::<Utc>::from_timestamp(
-                    state.first_timestamp.unix_timestamp(),
-                    0,
-                )
-                .unwrap_or_default(),
-            }),
-            StartAt::Beginning => Ok(1),
-            StartAt::Sequence(sequence) => Ok(sequence.max(state.first_sequence).max(1)),
-            StartAt::Time(at) => {
-                let consumer = self
-                    .log_stream
-                    .create_consumer(OrderedConfig {
-                        deliver_policy: DeliverPolicy::ByStartTime {
-                            start_time: time::OffsetDateTime::from_unix_timestamp(at.timestamp())
-                                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                        },
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|error| ProjectorError::log("cannot create a log consumer", error))?;
-                if consumer.cached_info().num_pending == 0 {
-                    return Ok(state.last_sequence + 1);
-                }
-                let mut messages = consumer
-                    .messages()
-                    .await
-                    .map_err(|error| ProjectorError::log("cannot read the log", error))?;
-                match messages.next().await {
-                    Some(Ok(message)) => Ok(sequence(&message)),
-                    Some(Err(error)) => Err(ProjectorError::log("cannot read the log", error)),
-                    None => Ok(state.last_sequence + 1),
-                }
-            }
-        }
     }
 
     /// Empty copies of the read model's tables, and a pool whose connections use them.
@@ -188,38 +137,29 @@ impl PostgresRebuild {
     async fn apply_through(
         &self,
         copy: &PgPool,
-        mut applied: u64,
+        applied: u64,
         target: u64,
         progress: &mut impl FnMut(Progress),
     ) -> Result<u64, ProjectorError> {
-        if applied >= target {
-            return Ok(applied);
-        }
-        let mut messages = read_from(&self.log_stream, String::new(), applied + 1).await?;
-        let never = CancellationToken::new();
-        while applied < target {
-            let mut batch: Vec<Message> =
-                match next_batch(&mut messages, BATCH, BATCH_WINDOW, &never).await {
-                    Pulled::Batch(batch) => batch,
-                    Pulled::Interrupted | Pulled::Shutdown => {
-                        messages = read_from(&self.log_stream, String::new(), applied + 1).await?;
-                        continue;
-                    }
-                };
-            batch.retain(|message| sequence(message) <= target);
-            if batch.is_empty() {
-                break;
-            }
-            let through = batch.last().map_or(applied, sequence);
-            applied = apply(copy, &self.checkpoint, &batch, applied)
-                .await?
-                .max(through);
-            progress(Progress {
-                applied_through: applied,
-                target,
-            });
-        }
-        Ok(applied)
+        apply_log_through(
+            &self.log_stream,
+            "",
+            applied,
+            target,
+            BATCH,
+            async |batch: &[Message], applied: u64| {
+                let through = batch.last().map_or(applied, sequence);
+                let applied = apply(copy, &self.checkpoint, batch, applied)
+                    .await?
+                    .max(through);
+                progress(Progress {
+                    applied_through: applied,
+                    target,
+                });
+                Ok(applied)
+            },
+        )
+        .await
     }
 
     /// Holds the live projector at its checkpoint, brings the copy exactly there and
@@ -302,4 +242,54 @@ async fn live_checkpoint(pool: &PgPool, checkpoint: &str) -> Result<u64, Project
     .fetch_optional(pool)
     .await?;
     Ok(live.unwrap_or(0).max(0) as u64)
+}
+
+/// The sequence the rebuild starts at.
+pub(crate) async fn first_sequence(
+    log_stream: &jetstream::stream::Stream,
+    start_at: StartAt,
+) -> Result<u64, ProjectorError> {
+    let mut log_stream = log_stream.clone();
+    let state = log_stream
+        .info()
+        .await
+        .map_err(|error| ProjectorError::log("cannot read stream info", error))?
+        .state
+        .clone();
+    match start_at {
+        StartAt::Beginning if state.first_sequence > 1 => Err(ProjectorError::LogTrimmed {
+            since: DateTime::<Utc>::UNIX_EPOCH,
+            log_starts_at: DateTime::<Utc>::from_timestamp(
+                state.first_timestamp.unix_timestamp(),
+                0,
+            )
+            .unwrap_or_default(),
+        }),
+        StartAt::Beginning => Ok(1),
+        StartAt::Sequence(sequence) => Ok(sequence.max(state.first_sequence).max(1)),
+        StartAt::Time(at) => {
+            let consumer = log_stream
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartTime {
+                        start_time: time::OffsetDateTime::from_unix_timestamp(at.timestamp())
+                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| ProjectorError::log("cannot create a log consumer", error))?;
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(state.last_sequence + 1);
+            }
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|error| ProjectorError::log("cannot read the log", error))?;
+            match messages.next().await {
+                Some(Ok(message)) => Ok(sequence(&message)),
+                Some(Err(error)) => Err(ProjectorError::log("cannot read the log", error)),
+                None => Ok(state.last_sequence + 1),
+            }
+        }
+    }
 }

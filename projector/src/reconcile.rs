@@ -1,12 +1,19 @@
 //! `herald reconcile`: compares the log with both read models. The log is the source of
-//! truth; every attempt record it holds since a given time is counted per tenant, endpoint,
-//! outcome and hour (of `started_at`, UTC), and so are the rows of Postgres `attempts` and
-//! ClickHouse `attempts`. Any count that differs is a difference.
+//! truth; every attempt record it holds from the hour of a given time on is counted per
+//! tenant, endpoint, outcome and hour (of `started_at`, UTC), and so are the rows of Postgres
+//! `attempts` and ClickHouse `attempts`, and the attempts ClickHouse's minute and hour SLI
+//! rollups counted. Any count that differs is a difference.
 //!
 //! Live traffic goes on meanwhile: only log messages up to the stream's last sequence when
 //! reconciling starts are counted (and only rows carrying such a sequence), after waiting for
-//! both projections to have applied them.
+//! both projections to have applied them. Rollups keep no sequence per attempt: ClickHouse is
+//! counted under its write hold (the projector waits meanwhile), and what it stored after
+//! that sequence is taken off the rollups' counts.
 
+use crate::clickhouse_hold::WriteHold;
+use crate::clickhouse_projection::{
+    current_database, insert_query_id_prefix, wait_for_running_inserts,
+};
 use crate::error::ProjectorError;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -20,6 +27,7 @@ use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// An attempt record is appended this long after it started at most (the longest request
 /// plus the append): the log is read from this much before `since`.
@@ -52,42 +60,70 @@ impl fmt::Display for CountKey {
 
 pub type Counts = BTreeMap<CountKey, u64>;
 
-/// One count that is not the same in the log and both views.
+/// What each view counted.
+#[derive(Clone, Debug, Default)]
+pub struct ViewCounts {
+    pub postgres: Counts,
+    pub clickhouse: Counts,
+    pub minute_rollup: Counts,
+    pub hour_rollup: Counts,
+}
+
+/// One count that is not the same in the log and every view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Difference {
     pub key: CountKey,
     pub log: u64,
     pub postgres: u64,
     pub clickhouse: u64,
+    pub minute_rollup: u64,
+    pub hour_rollup: u64,
 }
 
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: log {}, postgres {}, clickhouse {}",
-            self.key, self.log, self.postgres, self.clickhouse
+            "{}: log {}, postgres {}, clickhouse {}, clickhouse minute rollup {}, clickhouse hour \
+             rollup {}",
+            self.key,
+            self.log,
+            self.postgres,
+            self.clickhouse,
+            self.minute_rollup,
+            self.hour_rollup
         )
     }
 }
 
-/// Every key whose count is not the same in all three.
-pub fn differences(log: &Counts, postgres: &Counts, clickhouse: &Counts) -> Vec<Difference> {
+/// Every key whose count is not the same in the log and all views.
+pub fn differences(log: &Counts, views: &ViewCounts) -> Vec<Difference> {
     let keys: BTreeSet<&CountKey> = log
         .keys()
-        .chain(postgres.keys())
-        .chain(clickhouse.keys())
+        .chain(views.postgres.keys())
+        .chain(views.clickhouse.keys())
+        .chain(views.minute_rollup.keys())
+        .chain(views.hour_rollup.keys())
         .collect();
     let count = |counts: &Counts, key: &CountKey| counts.get(key).copied().unwrap_or(0);
     keys.into_iter()
         .map(|key| Difference {
             key: key.clone(),
             log: count(log, key),
-            postgres: count(postgres, key),
-            clickhouse: count(clickhouse, key),
+            postgres: count(&views.postgres, key),
+            clickhouse: count(&views.clickhouse, key),
+            minute_rollup: count(&views.minute_rollup, key),
+            hour_rollup: count(&views.hour_rollup, key),
         })
         .filter(|difference| {
-            difference.log != difference.postgres || difference.log != difference.clickhouse
+            [
+                difference.postgres,
+                difference.clickhouse,
+                difference.minute_rollup,
+                difference.hour_rollup,
+            ]
+            .into_iter()
+            .any(|count| count != difference.log)
         })
         .collect()
 }
@@ -112,7 +148,10 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    /// Counts from the start of the hour of `since`: the rollups cannot split an hour.
     pub async fn run(&self, since: DateTime<Utc>) -> Result<Reconciliation, ProjectorError> {
+        let since = DateTime::<Utc>::from_timestamp(since.timestamp().div_euclid(3600) * 3600, 0)
+            .unwrap_or(since);
         let mut log_stream = self.log_stream.clone();
         let state = log_stream
             .info()
@@ -134,12 +173,19 @@ impl Reconciler {
         self.wait_for_projections(through_sequence, last_attempt_sequence)
             .await?;
         let postgres = self.count_postgres(since, through_sequence).await?;
-        let clickhouse = self.count_clickhouse(since, through_sequence).await?;
+        let (clickhouse, minute_rollup, hour_rollup) =
+            self.count_clickhouse_held(since, through_sequence).await?;
+        let views = ViewCounts {
+            postgres,
+            clickhouse,
+            minute_rollup,
+            hour_rollup,
+        };
         Ok(Reconciliation {
             since,
             through_sequence,
             attempts_in_log: log.values().sum(),
-            differences: differences(&log, &postgres, &clickhouse),
+            differences: differences(&log, &views),
         })
     }
 
@@ -264,46 +310,115 @@ impl Reconciler {
             .collect())
     }
 
-    async fn count_clickhouse(
+    /// ClickHouse's raw rows and both rollups, counted while the projector writes nothing.
+    async fn count_clickhouse_held(
         &self,
         since: DateTime<Utc>,
         through: u64,
-    ) -> Result<Counts, ProjectorError> {
-        #[derive(Row, Deserialize)]
-        struct CountRow {
-            tenant_id: String,
-            endpoint_id: String,
-            outcome: String,
-            hour: u64,
-            attempts: u64,
-        }
+    ) -> Result<(Counts, Counts, Counts), ProjectorError> {
+        let database = current_database(&self.clickhouse).await?;
+        let held = WriteHold::for_database(self.pool.clone(), &database)
+            .exclusive()
+            .await?;
+        let counted = self.count_clickhouse(&database, since, through).await;
+        held.release().await;
+        counted
+    }
+
+    async fn count_clickhouse(
+        &self,
+        database: &str,
+        since: DateTime<Utc>,
+        through: u64,
+    ) -> Result<(Counts, Counts, Counts), ProjectorError> {
+        // A projector that died holding the hold may have left an insert running.
+        wait_for_running_inserts(
+            &self.clickhouse,
+            &insert_query_id_prefix(database),
+            &CancellationToken::new(),
+        )
+        .await?;
+        let since = since.timestamp().clamp(0, u32::MAX as i64) as u32;
         // Hours from the epoch seconds, not `toStartOfHour`, which follows the server's
         // time zone.
-        let rows = self
+        let raw = self
             .clickhouse
             .query(
                 "SELECT tenant_id, endpoint_id, outcome, \
-                   toUInt64(intDiv(toUInt32(started_at), 3600) * 3600) AS hour, count() AS attempts \
-                 FROM attempts \
-                 WHERE toUInt32(started_at) >= ? AND log_sequence <= ? \
+                   toUInt64(intDiv(toUInt32(started_at), 3600) * 3600) AS hour, \
+                   countIf(log_sequence <= ?) AS attempts, countIf(log_sequence > ?) AS later \
+                 FROM attempts WHERE toUInt32(started_at) >= ? \
                  GROUP BY tenant_id, endpoint_id, outcome, hour",
             )
-            .bind(since.timestamp().clamp(0, u32::MAX as i64) as u32)
             .bind(through)
+            .bind(through)
+            .bind(since)
             .fetch_all::<CountRow>()
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let key = CountKey {
-                    tenant_id: row.tenant_id,
-                    endpoint_id: row.endpoint_id,
-                    outcome: row.outcome,
-                    hour: row.hour as i64,
-                };
-                (key, row.attempts)
-            })
-            .collect())
+        let rollup = |table: &str| {
+            format!(
+                "SELECT tenant_id, endpoint_id, outcome, \
+                   toUInt64(intDiv(toUInt32(period_start), 3600) * 3600) AS hour, \
+                   countMerge(attempts_state) AS attempts, toUInt64(0) AS later \
+                 FROM {table} WHERE toUInt32(period_start) >= ? \
+                 GROUP BY tenant_id, endpoint_id, outcome, hour"
+            )
+        };
+        let minute = self
+            .clickhouse
+            .query(&rollup("sli_minute_rollup"))
+            .bind(since)
+            .fetch_all::<CountRow>()
+            .await?;
+        let hour = self
+            .clickhouse
+            .query(&rollup("sli_hour_rollup"))
+            .bind(since)
+            .fetch_all::<CountRow>()
+            .await?;
+        // The rollups counted every row stored; those after `through` are not the log's.
+        let up_to_through = |rollup: Vec<CountRow>| -> Counts {
+            let mut counts: Counts = rollup
+                .into_iter()
+                .map(|row| (row.key(), row.attempts))
+                .collect();
+            for row in &raw {
+                if row.later > 0 {
+                    let count = counts.entry(row.key()).or_default();
+                    *count = count.saturating_sub(row.later);
+                }
+            }
+            counts.retain(|_, count| *count > 0);
+            counts
+        };
+        let clickhouse = raw
+            .iter()
+            .filter(|row| row.attempts > 0)
+            .map(|row| (row.key(), row.attempts))
+            .collect();
+        Ok((clickhouse, up_to_through(minute), up_to_through(hour)))
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct CountRow {
+    tenant_id: String,
+    endpoint_id: String,
+    outcome: String,
+    hour: u64,
+    attempts: u64,
+    /// Rows stored after the last sequence counted (raw rows only).
+    later: u64,
+}
+
+impl CountRow {
+    fn key(&self) -> CountKey {
+        CountKey {
+            tenant_id: self.tenant_id.clone(),
+            endpoint_id: self.endpoint_id.clone(),
+            outcome: self.outcome.clone(),
+            hour: self.hour as i64,
+        }
     }
 }
 
@@ -323,13 +438,19 @@ mod tests {
     #[test]
     fn equal_counts_have_no_difference_and_any_missing_or_extra_row_is_one() {
         let log = Counts::from([(key("succeeded", 0), 3), (key("failed", 3600), 1)]);
-        assert!(differences(&log, &log.clone(), &log.clone()).is_empty());
+        let agreeing = ViewCounts {
+            postgres: log.clone(),
+            clickhouse: log.clone(),
+            minute_rollup: log.clone(),
+            hour_rollup: log.clone(),
+        };
+        assert!(differences(&log, &agreeing).is_empty());
 
-        let mut postgres = log.clone();
-        postgres.insert(key("succeeded", 0), 2);
-        let mut clickhouse = log.clone();
-        clickhouse.insert(key("expired", 7200), 1);
-        let found = differences(&log, &postgres, &clickhouse);
+        let mut views = agreeing.clone();
+        views.postgres.insert(key("succeeded", 0), 2);
+        views.clickhouse.insert(key("expired", 7200), 1);
+        views.hour_rollup.insert(key("failed", 3600), 2);
+        let found = differences(&log, &views);
         assert_eq!(
             found,
             vec![
@@ -337,13 +458,25 @@ mod tests {
                     key: key("expired", 7200),
                     log: 0,
                     postgres: 0,
-                    clickhouse: 1
+                    clickhouse: 1,
+                    minute_rollup: 0,
+                    hour_rollup: 0,
+                },
+                Difference {
+                    key: key("failed", 3600),
+                    log: 1,
+                    postgres: 1,
+                    clickhouse: 1,
+                    minute_rollup: 1,
+                    hour_rollup: 2,
                 },
                 Difference {
                     key: key("succeeded", 0),
                     log: 3,
                     postgres: 2,
-                    clickhouse: 3
+                    clickhouse: 3,
+                    minute_rollup: 3,
+                    hour_rollup: 3,
                 },
             ]
         );

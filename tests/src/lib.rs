@@ -8,6 +8,7 @@ pub mod private_stack;
 pub mod process;
 pub mod receiver;
 pub mod signature;
+pub mod view_digest;
 
 use anyhow::{bail, Context, Result};
 use herald::config::StackConfig;
