@@ -1,6 +1,6 @@
 //! `GET /v1/deliveries`: the attempt history, newest first, filtered by event, endpoint,
-//! outcome and time, paginated with an opaque cursor. `outcome=dead_lettered,expired` lists
-//! the dead letters, each with its reason.
+//! outcome, the delivery's current status and time, paginated with an opaque cursor.
+//! `outcome=dead_lettered,expired` lists the dead letters, each with its reason.
 
 use crate::params::{parse_limit, parse_time, parse_uuid, Cursor};
 use crate::state::QueryState;
@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use herald_http::{ApiError, AuthenticatedTenant};
-use herald_schemas::AttemptOutcome;
+use herald_schemas::{AttemptOutcome, DeliveryStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
@@ -26,6 +26,9 @@ pub struct DeliveriesQuery {
     /// Only attempts with one of these outcomes (comma-separated): `succeeded`,
     /// `retry_scheduled`, `failed`, `dead_lettered`, `expired`.
     pub outcome: Option<String>,
+    /// Only attempts of deliveries whose current status is one of these (comma-separated):
+    /// `pending`, `retrying`, `succeeded`, `failed`, `dead_lettered`, `expired`.
+    pub status: Option<String>,
     /// Only attempts started at or after this time (RFC 3339).
     pub since: Option<String>,
     /// Only attempts started before this time (RFC 3339).
@@ -107,13 +110,14 @@ pub async fn list_deliveries(
         .map(|t| parse_time("until", t))
         .transpose()?;
     let outcomes = query.outcome.as_deref().map(parse_outcomes).transpose()?;
+    let statuses = query.status.as_deref().map(parse_statuses).transpose()?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
 
     let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT attempt_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, finished_at, \
          http_status, error_code, error_message, latency_ms, response_body_hash, outcome, next_attempt_at, trace_id \
-         FROM attempts WHERE tenant_id = ",
+         FROM attempts a WHERE tenant_id = ",
     );
     sql.push_bind(tenant_id.as_uuid());
     if let Some(event_id) = event_id {
@@ -127,6 +131,15 @@ pub async fn list_deliveries(
         sql.push(" AND outcome = ANY(")
             .push_bind(outcomes)
             .push(")");
+    }
+    if let Some(statuses) = statuses {
+        let statuses: Vec<&str> = statuses.into_iter().map(DeliveryStatus::as_str).collect();
+        sql.push(
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = a.event_id \
+             AND d.endpoint_id = a.endpoint_id AND d.status = ANY(",
+        )
+        .push_bind(statuses)
+        .push("))");
     }
     if let Some(since) = since {
         sql.push(" AND started_at >= ").push_bind(since);
@@ -169,6 +182,24 @@ fn parse_outcomes(text: &str) -> Result<Vec<AttemptOutcome>, ApiError> {
                     format!(
                         "`{outcome}` is not an outcome; use one or more of {}, comma-separated",
                         AttemptOutcome::ALL.map(AttemptOutcome::as_str).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_statuses(text: &str) -> Result<Vec<DeliveryStatus>, ApiError> {
+    text.split(',')
+        .map(|status| {
+            let status = status.trim();
+            status.parse().map_err(|_| {
+                ApiError::invalid(
+                    "status",
+                    format!(
+                        "`{status}` is not a delivery status; use one or more of {}, \
+                         comma-separated",
+                        DeliveryStatus::ALL.map(DeliveryStatus::as_str).join(", ")
                     ),
                 )
             })

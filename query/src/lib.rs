@@ -4,6 +4,7 @@
 pub mod bulk_replay;
 pub mod deliveries;
 pub mod endpoints;
+pub mod event_list;
 pub mod events;
 pub mod log_replay;
 pub mod params;
@@ -17,6 +18,7 @@ use axum::Router;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
+    event_list::list_events,
     events::get_event,
     replay::replay_event,
     deliveries::list_deliveries,
@@ -31,6 +33,7 @@ pub struct QueryApi;
 
 pub fn router(state: QueryState) -> Router {
     Router::new()
+        .route("/v1/events", get(event_list::list_events))
         .route("/v1/events/{event_id}", get(events::get_event))
         .route("/v1/events/{event_id}/replay", post(replay::replay_event))
         .route("/v1/deliveries", get(deliveries::list_deliveries))

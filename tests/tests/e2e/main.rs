@@ -7,6 +7,7 @@ mod config_log;
 mod delivery_path;
 mod idempotency;
 mod isolation;
+mod listing;
 mod ordering;
 mod receiver_answers;
 mod retries;

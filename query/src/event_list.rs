@@ -1,0 +1,189 @@
+//! `GET /v1/events`: a tenant's events, newest first, filtered by time, type and status,
+//! paginated with an opaque cursor. Payloads and deliveries are at `GET /v1/events/{id}`.
+
+use crate::params::{parse_limit, parse_time, Cursor};
+use crate::state::QueryState;
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use herald_http::{ApiError, AuthenticatedTenant};
+use herald_schemas::EventStatus;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 250;
+/// Event types named in one `type` filter at most.
+const MAX_TYPES: usize = 20;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Only events accepted at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only events accepted before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Only events of these types (comma-separated, at most 20).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only events with one of these statuses (comma-separated): `pending`, `delivering`,
+    /// `delivered`, `failed`.
+    pub status: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1-250 (default 50).
+    pub limit: Option<String>,
+}
+
+/// An accepted event, without its payload.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct EventSummary {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "event_type")]
+    pub event_type: String,
+    /// `pending` (no attempt yet), `delivering`, `delivered` (every delivery succeeded) or
+    /// `failed` (every delivery is over and at least one did not succeed).
+    pub status: String,
+    pub accepted_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+    pub trace_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub data: Vec<EventSummary>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_events(
+    State(state): State<QueryState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| parse_time("since", t))
+        .transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|t| parse_time("until", t))
+        .transpose()?;
+    let types = query.event_type.as_deref().map(parse_types).transpose()?;
+    let statuses = query.status.as_deref().map(parse_statuses).transpose()?;
+    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "SELECT event_id, event_type, status, accepted_at, idempotency_key, trace_id \
+         FROM events WHERE tenant_id = ",
+    );
+    sql.push_bind(tenant_id.as_uuid());
+    if let Some(types) = types {
+        sql.push(" AND event_type = ANY(")
+            .push_bind(types)
+            .push(")");
+    }
+    if let Some(statuses) = statuses {
+        let statuses: Vec<&str> = statuses.into_iter().map(EventStatus::as_str).collect();
+        sql.push(" AND status = ANY(").push_bind(statuses).push(")");
+    }
+    if let Some(since) = since {
+        sql.push(" AND accepted_at >= ").push_bind(since);
+    }
+    if let Some(until) = until {
+        sql.push(" AND accepted_at < ").push_bind(until);
+    }
+    if let Some(cursor) = cursor {
+        sql.push(" AND (accepted_at, event_id) < (")
+            .push_bind(cursor.at)
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
+    sql.push(" ORDER BY accepted_at DESC, event_id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let mut data: Vec<EventSummary> = sql.build_query_as().fetch_all(&state.pool).await?;
+    let next_cursor = if data.len() as i64 > limit {
+        data.truncate(limit as usize);
+        data.last().map(|last| {
+            Cursor {
+                at: last.accepted_at,
+                id: last.event_id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(EventPage { data, next_cursor }))
+}
+
+fn parse_types(text: &str) -> Result<Vec<String>, ApiError> {
+    let types: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if types.is_empty() || types.len() > MAX_TYPES {
+        return Err(ApiError::invalid(
+            "type",
+            format!("must name 1 to {MAX_TYPES} event types, comma-separated"),
+        ));
+    }
+    Ok(types)
+}
+
+fn parse_statuses(text: &str) -> Result<Vec<EventStatus>, ApiError> {
+    text.split(',')
+        .map(|status| {
+            let status = status.trim();
+            status.parse().map_err(|_| {
+                ApiError::invalid(
+                    "status",
+                    format!(
+                        "`{status}` is not an event status; use one or more of {}, \
+                         comma-separated",
+                        EventStatus::ALL.map(EventStatus::as_str).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_name_what_is_wrong() {
+        assert_eq!(
+            parse_statuses("failed, pending").expect("statuses"),
+            [EventStatus::Failed, EventStatus::Pending]
+        );
+        assert!(parse_statuses("done").is_err());
+        assert_eq!(
+            parse_types("order.created, ,order.paid").expect("types"),
+            ["order.created", "order.paid"]
+        );
+        assert!(parse_types(" , ").is_err());
+        assert!(parse_types(&vec!["a"; 21].join(",")).is_err());
+    }
+}
