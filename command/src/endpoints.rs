@@ -192,17 +192,9 @@ pub async fn create_endpoint(
     let rate_limit = validate_rate_limit(request.rate_limit)?;
     let retry_policy = validate_retry_policy(request.retry_policy)?;
     let description = request.description.filter(|text| !text.trim().is_empty());
-    if description
-        .as_ref()
-        .is_some_and(|text| text.len() > validation::MAX_DESCRIPTION_LENGTH)
-    {
-        return Err(ApiError::invalid(
-            "description",
-            format!(
-                "must be at most {} characters",
-                validation::MAX_DESCRIPTION_LENGTH
-            ),
-        ));
+    if let Some(text) = &description {
+        validation::free_text(text, validation::MAX_DESCRIPTION_LENGTH)
+            .map_err(|error| ApiError::invalid("description", error.to_string()))?;
     }
     let snapshot = EndpointSnapshot {
         endpoint_id: EndpointId::generate(),

@@ -65,6 +65,8 @@ pub async fn create_tenant(
             format!("must be 1-{MAX_TENANT_NAME_LENGTH} characters"),
         ));
     }
+    crate::validation::free_text(name, MAX_TENANT_NAME_LENGTH)
+        .map_err(|error| ApiError::invalid("name", error.to_string()))?;
     let tenant_id = TenantId::generate();
     let api_key = ApiKey::generate();
     let created_at = Utc::now();

@@ -57,6 +57,21 @@ pub fn event_type(value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Text people write (descriptions, names): at most `max` bytes, and no control characters
+/// but tab and line breaks (Postgres cannot store NUL; the others garble every display).
+pub fn free_text(value: &str, max: usize) -> Result<(), FieldError> {
+    if value.len() > max {
+        return Err(FieldError::TooLong { max });
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(FieldError::ControlCharacters);
+    }
+    Ok(())
+}
+
 pub fn idempotency_key(value: &str) -> Result<(), FieldError> {
     if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY_LENGTH {
         return Err(FieldError::Length {
@@ -114,6 +129,14 @@ fn check_addresses(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_text_keeps_line_breaks_and_refuses_other_control_characters() {
+        assert!(super::free_text("two\nlines\tand a tab", 100).is_ok());
+        assert!(super::free_text("nul \u{0}", 100).is_err());
+        assert!(super::free_text("escape \u{1b}[31m", 100).is_err());
+        assert!(super::free_text(&"x".repeat(101), 100).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -25,11 +25,15 @@ pub enum Service {
     Delivery,
     Projector,
     Query,
+    /// The HTTP API (command and query) without delivering or projecting.
+    Api,
 }
 
 impl Service {
     fn includes(self, other: Service) -> bool {
-        self == Service::All || self == other
+        self == Service::All
+            || self == other
+            || (self == Service::Api && matches!(other, Service::Command | Service::Query))
     }
 }
 

@@ -33,6 +33,8 @@ enum Task {
     Projector,
     /// The read API.
     Query,
+    /// The whole HTTP API (command and query) in one process, delivering nothing.
+    Api,
     /// Apply Postgres and ClickHouse migrations and create the JetStream streams, then exit.
     Migrate,
     /// Print the OpenAPI document.
@@ -72,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Delivery => Service::Delivery,
         Task::Projector => Service::Projector,
         Task::Query => Service::Query,
+        Task::Api => Service::Api,
         Task::Migrate => {
             let stack = herald::stack::Stack::connect(&config.stack).await?;
             herald::migrate::migrate(&config.stack, &stack).await?;

@@ -39,5 +39,92 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = OperationsApi::openapi();
     document.merge(herald_command::CommandApi::openapi());
     document.merge(herald_query::QueryApi::openapi());
+    document_itself(&mut document);
+    document_problem_answers(&mut document);
     document
+}
+
+/// `GET /openapi.json`, served by every service, is part of the API too.
+fn document_itself(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
+    let operation = OperationBuilder::new()
+        .tag("operations")
+        .summary(Some("This OpenAPI document"))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The OpenAPI 3.1 document of every route of every service")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new()))
+                        .build(),
+                ),
+        )
+        .build();
+    document
+        .paths
+        .add_path_operation("/openapi.json", vec![HttpMethod::Get], operation);
+}
+
+/// The problem answers every route gives the same way, documented on every operation they
+/// apply to rather than hoped for in each handler's annotations: 401 where a credential is
+/// required; 422 (a field that does not fit, named) where there are parameters or a body;
+/// 400 (not JSON) and 413 (over the body limit) where there is a body.
+fn document_problem_answers(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ProblemDetails")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        let shared_parameters = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let secured = operation
+                .security
+                .as_ref()
+                .is_some_and(|requirements| !requirements.is_empty());
+            let has_body = operation.request_body.is_some();
+            let has_parameters =
+                shared_parameters || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let mut answers = Vec::new();
+            if secured {
+                answers.push(("401", "No valid credential for this route"));
+            }
+            if has_parameters || has_body {
+                answers.push((
+                    "422",
+                    "A parameter or body field does not fit; `field` names it",
+                ));
+            }
+            if has_body {
+                answers.push(("400", "The body is not JSON"));
+                answers.push(("413", "The body is over the configured limit"));
+            }
+            for (status, description) in answers {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description).into());
+            }
+        }
+    }
 }

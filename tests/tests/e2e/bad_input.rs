@@ -188,3 +188,26 @@ async fn endpoint_retry_policies_out_of_bounds_are_refused_by_field() -> anyhow:
     }
     Ok(())
 }
+
+/// Found by schemathesis: a NUL in a description was a 500 (Postgres text cannot hold it).
+#[tokio::test]
+async fn control_characters_in_free_text_are_refused_by_field() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("bad-text").await?;
+    for description in ["JP\u{d3}\u{0}\u{1a}", "bell \u{7}"] {
+        let response = api
+            .http
+            .post(api.url("/v1/webhook_endpoints"))
+            .bearer_auth(&tenant.api_key)
+            .json(&json!({ "url": "http://127.0.0.1:9/hook", "description": description }))
+            .send()
+            .await?;
+        let (status, problem) = problem(response).await?;
+        assert_eq!(status, 422, "{description:?}: {problem}");
+        assert_eq!(problem["field"], "description", "{problem}");
+    }
+    let (status, listed) = api.get(&tenant, "/v1/webhook_endpoints").await?;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"], json!([]), "nothing was created: {listed}");
+    Ok(())
+}
