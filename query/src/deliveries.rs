@@ -2,7 +2,7 @@
 //! outcome, the delivery's current status and time, paginated with an opaque cursor.
 //! `outcome=dead_lettered,expired` lists the dead letters, each with its reason.
 
-use crate::params::{parse_limit, parse_time, parse_uuid, Cursor};
+use crate::params::{parse_limit, parse_time, parse_uuid, parse_words, Cursor};
 use crate::state::QueryState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -173,38 +173,13 @@ pub async fn list_deliveries(
 }
 
 fn parse_outcomes(text: &str) -> Result<Vec<AttemptOutcome>, ApiError> {
-    text.split(',')
-        .map(|outcome| {
-            let outcome = outcome.trim();
-            outcome.parse().map_err(|_| {
-                ApiError::invalid(
-                    "outcome",
-                    format!(
-                        "`{outcome}` is not an outcome; use one or more of {}, comma-separated",
-                        AttemptOutcome::ALL.map(AttemptOutcome::as_str).join(", ")
-                    ),
-                )
-            })
-        })
-        .collect()
+    let allowed = AttemptOutcome::ALL.map(AttemptOutcome::as_str);
+    parse_words("outcome", "an outcome", text, &allowed)
 }
 
 fn parse_statuses(text: &str) -> Result<Vec<DeliveryStatus>, ApiError> {
-    text.split(',')
-        .map(|status| {
-            let status = status.trim();
-            status.parse().map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    format!(
-                        "`{status}` is not a delivery status; use one or more of {}, \
-                         comma-separated",
-                        DeliveryStatus::ALL.map(DeliveryStatus::as_str).join(", ")
-                    ),
-                )
-            })
-        })
-        .collect()
+    let allowed = DeliveryStatus::ALL.map(DeliveryStatus::as_str);
+    parse_words("status", "a delivery status", text, &allowed)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `GET /v1/events`: a tenant's events, newest first, filtered by time, type and status,
 //! paginated with an opaque cursor. Payloads and deliveries are at `GET /v1/events/{id}`.
 
-use crate::params::{parse_limit, parse_time, Cursor};
+use crate::params::{parse_limit, parse_time, parse_words, Cursor};
 use crate::state::QueryState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -151,21 +151,8 @@ fn parse_types(text: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn parse_statuses(text: &str) -> Result<Vec<EventStatus>, ApiError> {
-    text.split(',')
-        .map(|status| {
-            let status = status.trim();
-            status.parse().map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    format!(
-                        "`{status}` is not an event status; use one or more of {}, \
-                         comma-separated",
-                        EventStatus::ALL.map(EventStatus::as_str).join(", ")
-                    ),
-                )
-            })
-        })
-        .collect()
+    let allowed = EventStatus::ALL.map(EventStatus::as_str);
+    parse_words("status", "an event status", text, &allowed)
 }
 
 #[cfg(test)]

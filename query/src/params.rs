@@ -34,6 +34,30 @@ pub fn parse_limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, A
     }
 }
 
+/// A comma-separated list of words from a fixed set (`outcome=dead_lettered,expired`); the
+/// error names the word that is not one of them and lists those that are.
+pub fn parse_words<T: std::str::FromStr>(
+    field: &str,
+    what: &str,
+    text: &str,
+    allowed: &[&str],
+) -> Result<Vec<T>, ApiError> {
+    text.split(',')
+        .map(|word| {
+            let word = word.trim();
+            word.parse().map_err(|_| {
+                ApiError::invalid(
+                    field,
+                    format!(
+                        "`{word}` is not {what}; use one or more of {}, comma-separated",
+                        allowed.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 /// A position in a list ordered by (time, id) descending. Opaque to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
