@@ -2,7 +2,7 @@
 //! outcome, the delivery's current status and time, paginated with an opaque cursor.
 //! `outcome=dead_lettered,expired` lists the dead letters, each with its reason.
 
-use crate::params::{parse_limit, parse_time, parse_uuid, parse_words, Cursor};
+use crate::params::{cut_page, parse_limit, parse_time, parse_uuid, parse_words, Cursor};
 use crate::state::QueryState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -157,18 +157,10 @@ pub async fn list_deliveries(
     sql.push(" ORDER BY started_at DESC, attempt_id DESC LIMIT ")
         .push_bind(limit + 1);
     let mut data: Vec<AttemptView> = sql.build_query_as().fetch_all(&state.pool).await?;
-    let next_cursor = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|last| {
-            Cursor {
-                at: last.started_at,
-                id: last.attempt_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = cut_page(&mut data, limit, |last| Cursor {
+        at: last.started_at,
+        id: last.attempt_id,
+    });
     Ok(Json(AttemptPage { data, next_cursor }))
 }
 

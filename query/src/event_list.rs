@@ -1,7 +1,7 @@
 //! `GET /v1/events`: a tenant's events, newest first, filtered by time, type and status,
 //! paginated with an opaque cursor. Payloads and deliveries are at `GET /v1/events/{id}`.
 
-use crate::params::{parse_limit, parse_time, parse_words, Cursor};
+use crate::params::{cut_page, parse_limit, parse_time, parse_words, Cursor};
 use crate::state::QueryState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -119,18 +119,10 @@ pub async fn list_events(
     sql.push(" ORDER BY accepted_at DESC, event_id DESC LIMIT ")
         .push_bind(limit + 1);
     let mut data: Vec<EventSummary> = sql.build_query_as().fetch_all(&state.pool).await?;
-    let next_cursor = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|last| {
-            Cursor {
-                at: last.accepted_at,
-                id: last.event_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = cut_page(&mut data, limit, |last| Cursor {
+        at: last.accepted_at,
+        id: last.event_id,
+    });
     Ok(Json(EventPage { data, next_cursor }))
 }
 

@@ -58,6 +58,20 @@ pub fn parse_words<T: std::str::FromStr>(
         .collect()
 }
 
+/// Cuts a page fetched with `LIMIT limit + 1` back to `limit` rows; when there was more, the
+/// cursor of the last row kept, for the next page.
+pub fn cut_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    position: impl Fn(&T) -> Cursor,
+) -> Option<String> {
+    if rows.len() as i64 <= limit {
+        return None;
+    }
+    rows.truncate(limit.max(0) as usize);
+    rows.last().map(|last| position(last).encode())
+}
+
 /// A position in a list ordered by (time, id) descending. Opaque to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
