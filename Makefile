@@ -10,11 +10,13 @@ run: stack
 	$(CARGO) build --release -p herald
 	scripts/run.sh
 
-## The whole test suite against the real stack (started if it is not up). First every
+## The whole test suite against the real stack (started if it is not up), the dashboard's
+## browser test in Debian's Chromium among it (scripts/browser-deps.sh). First every
 ## ClickHouse migration and example query of docs/clickhouse.md runs on current ClickHouse,
 ## in-process (chdb-core in .stack/venv); the tests run them on the stack's 18.16.
 test: stack
 	scripts/python-venv.sh >/dev/null
+	scripts/browser-deps.sh
 	.stack/venv/bin/python scripts/check-clickhouse-sql.py
 	$(CARGO) test --workspace --no-fail-fast
 

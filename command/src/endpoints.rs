@@ -300,11 +300,7 @@ pub async fn rotate_secret(
     let endpoint_id = endpoint_id
         .parse::<EndpointId>()
         .map_err(|_| ApiError::invalid("endpoint_id", "must be a UUID"))?;
-    let request: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret::default()
-    } else {
-        herald_http::json_body::parse(&body)?
-    };
+    let request: RotateSecret = herald_http::json_body::parse_optional(&body)?;
     let secret = match request.secret.as_deref() {
         Some(text) => SigningSecret::parse(text)
             .map_err(|error| ApiError::invalid("secret", error.to_string()))?,

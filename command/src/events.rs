@@ -115,6 +115,9 @@ pub async fn create_event(
         accepted_at: Utc::now(),
         trace_id: trace_id(&headers),
         endpoint_ids,
+        target_endpoints: request
+            .target_endpoints
+            .map(|targets| targets.into_iter().map(EndpointId).collect()),
         deliver_after: request.deliver_after,
         expires_at: request.expires_at,
     };

@@ -4,13 +4,13 @@ use crate::config::CommandConfig;
 use crate::idempotency::IdempotencyKeys;
 use crate::routing::RoutingTable;
 use axum::extract::FromRef;
+use herald_http::admin::AdminToken;
 use herald_http::TenantAuthenticator;
 use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
 use herald_rules::target_guard::InvalidCidr;
 use herald_rules::TargetGuard;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub struct Shared {
     pub idempotency: IdempotencyKeys,
     pub authenticator: Arc<TenantAuthenticator>,
     pub target_guard: TargetGuard,
-    admin_token_hash: Option<[u8; 32]>,
+    pub admin: Arc<AdminToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +42,12 @@ impl CommandState {
         authenticator: Arc<TenantAuthenticator>,
     ) -> Result<Self, InvalidConfig> {
         let target_guard = TargetGuard::from_list(&config.allowed_target_cidrs)?;
-        let admin_token_hash = config
-            .admin_token
-            .as_ref()
-            .map(|token| token.expose_secret())
-            .filter(|token| !token.is_empty())
-            .map(|token| Sha256::digest(token.as_bytes()).into());
+        let admin = AdminToken::new(
+            config
+                .admin_token
+                .as_ref()
+                .map(|token| token.expose_secret()),
+        );
         Ok(Self(Arc::new(Shared {
             routing: RoutingTable::new(
                 pool.clone(),
@@ -59,15 +59,8 @@ impl CommandState {
             publisher,
             authenticator,
             target_guard,
-            admin_token_hash,
+            admin,
         })))
-    }
-
-    /// Compares digests so that the comparison's timing says nothing about the token.
-    pub fn is_admin_token(&self, presented: &str) -> bool {
-        self.0.admin_token_hash.is_some_and(|expected| {
-            <[u8; 32]>::from(Sha256::digest(presented.as_bytes())) == expected
-        })
     }
 }
 
@@ -76,6 +69,12 @@ impl std::ops::Deref for CommandState {
 
     fn deref(&self) -> &Shared {
         &self.0
+    }
+}
+
+impl FromRef<CommandState> for Arc<AdminToken> {
+    fn from_ref(state: &CommandState) -> Self {
+        state.0.admin.clone()
     }
 }
 

@@ -3,11 +3,10 @@
 use crate::state::CommandState;
 use crate::validation::MAX_TENANT_NAME_LENGTH;
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::tenant_auth::bearer_token;
+use herald_http::admin::AdminCaller;
 use herald_http::{ApiError, ApiJson, ApiKey};
 use herald_schemas::{LogMessage, TenantCreated, TenantId};
 use serde::{Deserialize, Serialize};
@@ -25,22 +24,6 @@ pub struct TenantCreatedResponse {
     pub tenant_id: uuid::Uuid,
     /// Shown only now: Herald keeps only a hash of it.
     pub api_key: String,
-}
-
-/// Requires `Authorization: Bearer <HERALD_ADMIN_TOKEN>`.
-pub struct AdminCaller;
-
-impl axum::extract::FromRequestParts<CommandState> for AdminCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &CommandState) -> Result<Self, ApiError> {
-        match bearer_token(parts) {
-            Some(token) if state.is_admin_token(token) => Ok(Self),
-            _ => Err(ApiError::Unauthorized(
-                "admin routes need `Authorization: Bearer <HERALD_ADMIN_TOKEN>`".to_owned(),
-            )),
-        }
-    }
 }
 
 #[utoipa::path(

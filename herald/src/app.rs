@@ -118,10 +118,21 @@ pub async fn run(
         ));
     }
     if service.includes(Service::Query) {
+        let listening_on = listener.local_addr().map_err(RunError::Serve)?;
         router = router.merge(herald_query::router(QueryState::new(
+            &config.query,
             stack.pool.clone(),
+            stack.clickhouse.clone(),
             authenticator.clone(),
+            herald_http::admin::AdminToken::new(
+                config
+                    .command
+                    .admin_token
+                    .as_ref()
+                    .map(secrecy::ExposeSecret::expose_secret),
+            ),
             publisher.clone(),
+            listening_on,
         )));
     }
     if service.includes(Service::Delivery) {

@@ -7,6 +7,7 @@ use figment::Figment;
 use herald_command::CommandConfig;
 use herald_delivery::DeliveryConfig;
 use herald_projector::ProjectorConfig;
+use herald_query::QueryConfig;
 use herald_schemas::Namespace;
 use serde::Deserialize;
 
@@ -87,6 +88,7 @@ pub struct HeraldConfig {
     pub command: CommandConfig,
     pub delivery: DeliveryConfig,
     pub projector: ProjectorConfig,
+    pub query: QueryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,7 @@ impl HeraldConfig {
             command: figment.extract().map_err(extract_error)?,
             delivery: figment.extract().map_err(extract_error)?,
             projector,
+            query: figment.extract().map_err(extract_error)?,
         })
     }
 }

@@ -29,6 +29,10 @@ impl Modify for BearerSchemes {
         };
         components.add_security_scheme("api_key", bearer("A tenant API key (`hk_…`)"));
         components.add_security_scheme(
+            "portal_session",
+            bearer("A portal session token (`hps_…`, from `POST /v1/portal_sessions`): reads, and replays unless read-only"),
+        );
+        components.add_security_scheme(
             "admin_token",
             bearer("The operator token HERALD_ADMIN_TOKEN"),
         );
@@ -87,26 +91,37 @@ fn document_problem_answers(document: &mut utoipa::openapi::OpenApi) {
     };
     for item in document.paths.paths.values_mut() {
         let shared_parameters = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+        for (writes, operation) in [
+            (false, &mut item.get),
+            (true, &mut item.put),
+            (true, &mut item.post),
+            (true, &mut item.delete),
+            (true, &mut item.patch),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(writes, operation)| operation.as_mut().map(|operation| (writes, operation)))
         {
             let secured = operation
                 .security
                 .as_ref()
                 .is_some_and(|requirements| !requirements.is_empty());
+            // A tenant route that takes only an API key refuses a portal session's token,
+            // and a read-only portal session may not replay (POST).
+            let schemes = serde_json::to_string(&operation.security).unwrap_or_default();
+            let tenant_route = schemes.contains("\"api_key\"");
+            let portal_reads_it = schemes.contains("\"portal_session\"") && !writes;
             let has_body = operation.request_body.is_some();
             let has_parameters =
                 shared_parameters || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
             let mut answers = Vec::new();
             if secured {
                 answers.push(("401", "No valid credential for this route"));
+            }
+            if tenant_route && !portal_reads_it {
+                answers.push((
+                    "403",
+                    "A portal session's token where an API key is needed, or a read-only portal session replaying",
+                ));
             }
             if has_parameters || has_body {
                 answers.push((

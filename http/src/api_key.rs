@@ -17,9 +17,7 @@ pub struct ApiKeyHash(pub [u8; 32]);
 
 impl ApiKey {
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        Self(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+        Self(random_token(PREFIX))
     }
 
     pub fn expose(&self) -> &str {
@@ -29,6 +27,14 @@ impl ApiKey {
     pub fn hash(&self) -> ApiKeyHash {
         ApiKeyHash::of(&self.0)
     }
+}
+
+/// `prefix` and 256 random bits (the OS's CSPRNG through `rand`), URL-safe: API keys and
+/// portal session tokens.
+pub fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 impl ApiKeyHash {

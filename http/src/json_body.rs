@@ -40,8 +40,64 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
 
+/// A body that may be left out: no bytes (or only whitespace) and `null` both mean the
+/// defaults, as the OpenAPI document says of an optional, nullable body.
+pub fn parse_optional<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    Ok(parse::<Option<T>>(bytes)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod optional_body_tests {
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        name: Option<String>,
+        count: Option<u32>,
+    }
+
+    #[test]
+    fn bodies_are_objects_or_left_out() {
+        assert_eq!(
+            parse_optional::<Options>(b"").expect("empty"),
+            Options::default()
+        );
+        assert_eq!(
+            parse_optional::<Options>(b" null ").expect("null"),
+            Options::default()
+        );
+        assert_eq!(
+            parse_optional::<Options>(br#"{"count": 2}"#).expect("object"),
+            Options {
+                name: None,
+                count: Some(2)
+            }
+        );
+        for array in [&b"[null, null]"[..], b" [\"a\", 1]", b"[]"] {
+            let error = parse_optional::<Options>(array).expect_err("an array is refused");
+            assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        assert_eq!(
+            parse::<Options>(b"{").expect_err("not JSON").status(),
+            axum::http::StatusCode::BAD_REQUEST
+        );
+    }
+}
+
 /// Parses JSON, telling syntax errors (400) apart from values of the wrong shape (422).
+/// Every request body is an object: serde would read a struct from an array of its fields
+/// in order (`[null, null]`), which no client means and the OpenAPI document does not allow.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid(
+            ".",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

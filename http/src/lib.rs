@@ -2,14 +2,17 @@
 //! tenant authentication by API key, JSON bodies whose errors name the offending field, and
 //! the request span.
 
+pub mod admin;
 pub mod api_key;
 pub mod json_body;
 pub mod problem;
+pub mod query_string;
 pub mod telemetry;
 pub mod tenant_auth;
 
 pub use api_key::{ApiKey, ApiKeyHash};
 pub use json_body::ApiJson;
 pub use problem::{ApiError, ProblemDetails};
+pub use query_string::ApiQuery;
 pub use telemetry::request_span;
-pub use tenant_auth::{AuthenticatedTenant, TenantAuthenticator};
+pub use tenant_auth::{AuthenticatedTenant, Caller, Credential, TenantAuthenticator};

@@ -24,6 +24,8 @@ pub struct ProblemDetails {
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized(String),
+    /// Authenticated, but this credential may not do that (a read-only portal session).
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     MalformedJson(String),
@@ -68,6 +70,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -82,6 +85,7 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::MalformedJson(_) => "malformed-json",
@@ -97,6 +101,7 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::Unauthorized(message)
+            | Self::Forbidden(message)
             | Self::NotFound(message)
             | Self::Conflict(message)
             | Self::BadRequest(message)

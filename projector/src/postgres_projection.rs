@@ -238,10 +238,14 @@ async fn insert_events(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO events (event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence) \
-         SELECT event_id, tenant_id, event_type, payload::json, idempotency_key, trace_id, accepted_at, status, log_sequence \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::int8[]) \
-           AS t(event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence) \
+        "INSERT INTO events (event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence, \
+           target_endpoints, deliver_after, expires_at) \
+         SELECT event_id, tenant_id, event_type, payload::json, idempotency_key, trace_id, accepted_at, status, log_sequence, \
+           string_to_array(target_endpoints, ',')::uuid[], deliver_after, expires_at \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::int8[], \
+           $10::text[], $11::timestamptz[], $12::timestamptz[]) \
+           AS t(event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence, \
+             target_endpoints, deliver_after, expires_at) \
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&rows.event_id)
@@ -253,6 +257,9 @@ async fn insert_events(
     .bind(&rows.accepted_at)
     .bind(words(&rows.status, EventStatus::as_str))
     .bind(&rows.log_sequence)
+    .bind(&rows.target_endpoints)
+    .bind(&rows.deliver_after)
+    .bind(&rows.expires_at)
     .execute(&mut **transaction)
     .await
     .map(|_| ())
@@ -342,7 +349,8 @@ async fn update_deliveries(
     sqlx::query(
         "UPDATE deliveries AS d SET status = u.status, attempt_count = d.attempt_count + u.attempts, \
            last_attempt_at = u.finished_at, next_attempt_at = u.next_attempt_at, \
-           last_http_status = u.http_status, last_error_code = u.error_code, updated_at = now() \
+           last_http_status = u.http_status, last_error_code = u.error_code, deferral_reason = NULL, \
+           updated_at = now() \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[]) \
            AS u(event_id, endpoint_id, attempts, status, finished_at, next_attempt_at, http_status, error_code) \
          WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id",
@@ -363,9 +371,10 @@ async fn update_deliveries(
 /// Moves a deferred delivery's next attempt; only unfinished deliveries wait for one.
 static DEFER_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE deliveries AS d SET next_attempt_at = u.until, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[]) \
-           AS u(event_id, endpoint_id, attempt_number, until) \
+        "UPDATE deliveries AS d SET next_attempt_at = u.until, deferral_reason = u.reason, \
+           updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::timestamptz[], $5::text[]) \
+           AS u(event_id, endpoint_id, attempt_number, until, reason) \
          WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id \
            AND d.attempt_count < u.attempt_number AND d.status IN ({})",
         in_list(&DeliveryStatus::UNFINISHED)
@@ -388,6 +397,7 @@ async fn defer_deliveries(
         .bind(&rows.endpoint_id)
         .bind(&rows.attempt_number)
         .bind(&rows.until)
+        .bind(&rows.reason)
         .execute(&mut **transaction)
         .await
         .map(|_| ())

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_schemas::{
-    AttemptRecorded, DeliveryDeferred, DeliveryStatus, EventAccepted, EventStatus,
+    AttemptRecorded, DeferralReason, DeliveryDeferred, DeliveryStatus, EventAccepted, EventStatus,
 };
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -19,6 +19,10 @@ pub struct EventRows {
     pub accepted_at: Vec<DateTime<Utc>>,
     pub status: Vec<EventStatus>,
     pub log_sequence: Vec<i64>,
+    /// Comma-separated endpoint ids (a ragged `uuid[][]` cannot be bound), or None.
+    pub target_endpoints: Vec<Option<String>>,
+    pub deliver_after: Vec<Option<DateTime<Utc>>>,
+    pub expires_at: Vec<Option<DateTime<Utc>>>,
 }
 
 #[derive(Default)]
@@ -88,7 +92,7 @@ pub struct DeliveryUpdateRows {
 /// Deferred attempts: the latest deferral of each delivery touched by the batch.
 #[derive(Default)]
 pub struct Deferrals {
-    by_key: HashMap<(Uuid, Uuid), (u32, DateTime<Utc>)>,
+    by_key: HashMap<(Uuid, Uuid), (u32, DateTime<Utc>, DeferralReason)>,
 }
 
 #[derive(Default)]
@@ -97,6 +101,7 @@ pub struct DeferralRows {
     pub endpoint_id: Vec<Uuid>,
     pub attempt_number: Vec<i32>,
     pub until: Vec<DateTime<Utc>>,
+    pub reason: Vec<&'static str>,
 }
 
 impl Deferrals {
@@ -104,7 +109,7 @@ impl Deferrals {
     pub fn record(&mut self, deferred: &DeliveryDeferred) {
         self.by_key.insert(
             (deferred.event_id.as_uuid(), deferred.endpoint_id.as_uuid()),
-            (deferred.attempt_number, deferred.until),
+            (deferred.attempt_number, deferred.until, deferred.reason),
         );
     }
 
@@ -119,12 +124,13 @@ impl Deferrals {
 
     pub fn into_rows(self) -> DeferralRows {
         let mut rows = DeferralRows::default();
-        for ((event_id, endpoint_id), (attempt_number, until)) in self.by_key {
+        for ((event_id, endpoint_id), (attempt_number, until, reason)) in self.by_key {
             rows.event_id.push(event_id);
             rows.endpoint_id.push(endpoint_id);
             rows.attempt_number
                 .push(attempt_number.min(i32::MAX as u32) as i32);
             rows.until.push(until);
+            rows.reason.push(reason.as_str());
         }
         rows
     }
@@ -153,6 +159,16 @@ impl EventRows {
         };
         self.status.push(EventStatus::of_deliveries(new_deliveries));
         self.log_sequence.push(sequence as i64);
+        self.target_endpoints
+            .push(event.target_endpoints.as_ref().map(|targets| {
+                targets
+                    .iter()
+                    .map(|target| target.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }));
+        self.deliver_after.push(event.deliver_after);
+        self.expires_at.push(event.expires_at);
         for endpoint_id in &event.endpoint_ids {
             deliveries.event_id.push(event.event_id.as_uuid());
             deliveries.endpoint_id.push(endpoint_id.as_uuid());

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_http::{ApiError, ApiJson, Caller};
 use herald_schemas::{
     DeliveryStatus, EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery,
 };
@@ -98,13 +98,15 @@ struct MatchedDelivery {
         (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many replays for this tenant; see Retry-After", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn replay_deliveries(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    caller: Caller,
     ApiJson(request): ApiJson<BulkReplayRequest>,
 ) -> Result<(StatusCode, Json<BulkReplayAccepted>), ApiError> {
+    let tenant_id = caller.tenant_id;
+    caller.may_replay()?;
     let statuses: Vec<DeliveryStatus> = match request.status {
         None => DEFAULT_STATUSES.to_vec(),
         Some(statuses) if statuses.is_empty() => {

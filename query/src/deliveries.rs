@@ -4,10 +4,10 @@
 
 use crate::params::{cut_page, parse_limit, parse_time, parse_uuid, parse_words, Cursor};
 use crate::state::QueryState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::{ApiError, AuthenticatedTenant};
+use herald_http::{ApiError, ApiQuery, Caller};
 use herald_schemas::{AttemptOutcome, DeliveryStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -18,6 +18,7 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 250;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// Only attempts for this event.
     pub event_id: Option<String>,
@@ -82,12 +83,12 @@ pub struct AttemptPage {
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn list_deliveries(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
-    Query(query): Query<DeliveriesQuery>,
+    Caller { tenant_id, .. }: Caller,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
     let event_id = query
         .event_id

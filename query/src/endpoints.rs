@@ -7,10 +7,11 @@ use crate::state::QueryState;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::{ApiError, AuthenticatedTenant};
+use herald_http::{ApiError, Caller};
 use herald_schemas::EndpointId;
 use herald_store::endpoints::{self, EndpointRecord};
 use serde::Serialize;
+use std::collections::HashMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -35,6 +36,66 @@ pub struct EndpointView {
     pub ordered: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub health: EndpointHealth,
+}
+
+/// How the endpoint's receiver is doing, from its attempts that made a request (an attempt
+/// that ended unsent says nothing about the receiver) and its breaker's changes. Projected
+/// from the log like the attempt history, so it trails it by the projection lag.
+#[derive(Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
+pub struct EndpointHealth {
+    /// `closed` (delivering), `open` (deliveries wait until `breaker_open_until`) or
+    /// `half_open` (the next attempt is a probe that closes or reopens it).
+    #[schema(pattern = "^(closed|open|half_open)$")]
+    pub breaker_state: String,
+    pub breaker_open_until: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Error class of the latest failed attempt (`http_5xx`, `timeout`, …).
+    pub last_failure_class: Option<String>,
+    /// Consecutive successful attempts up to the latest one.
+    pub success_streak: i32,
+    /// Consecutive failed attempts up to the latest one.
+    pub failure_streak: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct HealthRow {
+    endpoint_id: Uuid,
+    #[sqlx(flatten)]
+    health: EndpointHealth,
+}
+
+/// Health of the tenant's endpoints (one, or all when `endpoint_id` is None).
+async fn health_of(
+    pool: &sqlx::PgPool,
+    tenant_id: herald_schemas::TenantId,
+    endpoint_id: Option<Uuid>,
+) -> Result<HashMap<Uuid, EndpointHealth>, sqlx::Error> {
+    let rows: Vec<HealthRow> = sqlx::query_as(
+        "SELECT endpoint_id, breaker_state, breaker_open_until, last_attempt_at, last_success_at, \
+         last_failure_at, last_failure_class, success_streak, failure_streak \
+         FROM endpoint_health_view WHERE tenant_id = $1 AND ($2::uuid IS NULL OR endpoint_id = $2)",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(endpoint_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.endpoint_id, row.health))
+        .collect())
+}
+
+fn view(endpoint: EndpointRecord, health: &mut HashMap<Uuid, EndpointHealth>) -> EndpointView {
+    let health = health
+        .remove(&endpoint.endpoint_id.as_uuid())
+        .unwrap_or_else(|| EndpointHealth {
+            breaker_state: "closed".to_owned(),
+            ..EndpointHealth::default()
+        });
+    EndpointView::from_parts(endpoint, health)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,8 +103,8 @@ pub struct EndpointList {
     pub data: Vec<EndpointView>,
 }
 
-impl From<EndpointRecord> for EndpointView {
-    fn from(endpoint: EndpointRecord) -> Self {
+impl EndpointView {
+    fn from_parts(endpoint: EndpointRecord, health: EndpointHealth) -> Self {
         Self {
             endpoint_id: endpoint.endpoint_id.as_uuid(),
             url: endpoint.url,
@@ -56,6 +117,7 @@ impl From<EndpointRecord> for EndpointView {
             ordered: endpoint.ordered,
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
+            health,
         }
     }
 }
@@ -66,16 +128,19 @@ impl From<EndpointRecord> for EndpointView {
         (status = 200, body = EndpointList),
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn list_endpoints(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Caller { tenant_id, .. }: Caller,
 ) -> Result<Json<EndpointList>, ApiError> {
-    let data = endpoints::list_for_tenant(&state.pool, tenant_id)
-        .await?
+    let (records, mut health) = futures::try_join!(
+        endpoints::list_for_tenant(&state.pool, tenant_id),
+        health_of(&state.pool, tenant_id, None)
+    )?;
+    let data = records
         .into_iter()
-        .map(EndpointView::from)
+        .map(|endpoint| view(endpoint, &mut health))
         .collect();
     Ok(Json(EndpointList { data }))
 }
@@ -88,17 +153,20 @@ pub async fn list_endpoints(
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 404, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn get_endpoint(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Caller { tenant_id, .. }: Caller,
     Path(endpoint_id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let endpoint_id = EndpointId(parse_uuid("endpoint_id", &endpoint_id)?);
-    endpoints::get_for_tenant(&state.pool, tenant_id, endpoint_id)
-        .await?
-        .map(|endpoint| Json(EndpointView::from(endpoint)))
+    let (record, mut health) = futures::try_join!(
+        endpoints::get_for_tenant(&state.pool, tenant_id, endpoint_id),
+        health_of(&state.pool, tenant_id, Some(endpoint_id.as_uuid()))
+    )?;
+    record
+        .map(|endpoint| Json(view(endpoint, &mut health)))
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "endpoint {endpoint_id} does not exist for this tenant"

@@ -3,10 +3,10 @@
 
 use crate::params::{cut_page, parse_limit, parse_time, parse_words, Cursor};
 use crate::state::QueryState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::{ApiError, AuthenticatedTenant};
+use herald_http::{ApiError, ApiQuery, Caller};
 use herald_schemas::EventStatus;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -19,6 +19,7 @@ const MAX_LIMIT: i64 = 250;
 const MAX_TYPES: usize = 20;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events accepted at or after this time (RFC 3339).
     pub since: Option<String>,
@@ -67,12 +68,12 @@ pub struct EventPage {
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn list_events(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
-    Query(query): Query<EventsQuery>,
+    Caller { tenant_id, .. }: Caller,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let since = query
         .since

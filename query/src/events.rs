@@ -5,7 +5,7 @@ use crate::state::QueryState;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::{ApiError, AuthenticatedTenant};
+use herald_http::{ApiError, Caller};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -59,11 +59,11 @@ struct EventRow {
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such event for this tenant (or not projected yet: they appear within milliseconds)", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn get_event(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    Caller { tenant_id, .. }: Caller,
     Path(event_id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
     let event_id = parse_uuid("event_id", &event_id)?;

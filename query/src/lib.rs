@@ -1,16 +1,25 @@
 //! Herald's query service: the read API over the Postgres read models (events, deliveries,
-//! attempt history, endpoints), described by OpenAPI.
+//! attempt history, endpoints) and the ClickHouse SLIs, described by OpenAPI, and the
+//! dashboard that uses it.
 
+pub mod admin;
 pub mod bulk_replay;
+pub mod config;
+pub mod dashboard;
 pub mod deliveries;
 pub mod endpoints;
 pub mod event_list;
 pub mod events;
+pub mod explain;
 pub mod log_replay;
 pub mod params;
+pub mod portal;
 pub mod replay;
+pub mod session;
+pub mod sli;
 pub mod state;
 
+pub use config::QueryConfig;
 pub use state::QueryState;
 
 use axum::routing::{get, post};
@@ -20,6 +29,7 @@ use axum::Router;
 #[openapi(paths(
     event_list::list_events,
     events::get_event,
+    explain::explain_event,
     replay::replay_event,
     deliveries::list_deliveries,
     bulk_replay::replay_deliveries,
@@ -27,7 +37,13 @@ use axum::Router;
     endpoints::get_endpoint,
     log_replay::start_replay,
     log_replay::get_replay,
-    log_replay::list_replays
+    log_replay::list_replays,
+    sli::get_sli,
+    sli::get_breakdown,
+    session::get_session,
+    portal::create_portal_session,
+    admin::tenant_slis,
+    admin::open_breakers
 ))]
 pub struct QueryApi;
 
@@ -35,6 +51,7 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/events", get(event_list::list_events))
         .route("/v1/events/{event_id}", get(events::get_event))
+        .route("/v1/events/{event_id}/explain", get(explain::explain_event))
         .route("/v1/events/{event_id}/replay", post(replay::replay_event))
         .route("/v1/deliveries", get(deliveries::list_deliveries))
         .route(
@@ -51,5 +68,12 @@ pub fn router(state: QueryState) -> Router {
             "/v1/webhook_endpoints/{endpoint_id}",
             get(endpoints::get_endpoint),
         )
+        .route("/v1/sli", get(sli::get_sli))
+        .route("/v1/sli/breakdown", get(sli::get_breakdown))
+        .route("/v1/session", get(session::get_session))
+        .route("/v1/portal_sessions", post(portal::create_portal_session))
+        .route("/admin/v1/tenants/sli", get(admin::tenant_slis))
+        .route("/admin/v1/breakers", get(admin::open_breakers))
+        .merge(dashboard::routes())
         .with_state(state)
 }

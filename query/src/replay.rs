@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use herald_http::{ApiError, AuthenticatedTenant};
+use herald_http::{ApiError, Caller};
 use herald_schemas::{EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -58,20 +58,18 @@ pub struct ReplayAccepted {
         (status = 404, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many replays for this tenant; see Retry-After", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("portal_session" = []))
 )]
 pub async fn replay_event(
     State(state): State<QueryState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    caller: Caller,
     Path(event_id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReplayAccepted>), ApiError> {
+    let tenant_id = caller.tenant_id;
     let event_id = parse_uuid("event_id", &event_id)?;
-    let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRequest::default()
-    } else {
-        herald_http::json_body::parse(&body)?
-    };
+    caller.may_replay()?;
+    let request: ReplayRequest = herald_http::json_body::parse_optional(&body)?;
     take_replay_allowance(&state, tenant_id)?;
     let not_found =
         || ApiError::NotFound(format!("event {event_id} does not exist for this tenant"));

@@ -144,6 +144,7 @@ mod tests {
             accepted_at: Utc::now(),
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
             endpoint_ids: vec![EndpointId::generate()],
+            target_endpoints: None,
             deliver_after: None,
             expires_at: None,
         })

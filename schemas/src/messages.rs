@@ -28,6 +28,10 @@ pub struct EventAccepted {
     pub trace_id: String,
     /// Endpoints subscribed to this event when it was accepted; one delivery each.
     pub endpoint_ids: Vec<EndpointId>,
+    /// The producer's `target_endpoints`, when it named some: the event went only to those
+    /// of them that were subscribed (kept so that a left-out endpoint can be explained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_endpoints: Option<Vec<EndpointId>>,
     /// No attempt before this time (scheduled delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliver_after: Option<DateTime<Utc>>,
@@ -488,6 +492,7 @@ mod tests {
             accepted_at: at(minute),
             trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
             endpoint_ids: endpoints.to_vec(),
+            target_endpoints: None,
             deliver_after: None,
             expires_at: None,
         }

@@ -184,7 +184,7 @@ pub async fn disable_on_gone(
 }
 
 /// An endpoint as its tenant sees it: everything but the secrets.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EndpointRecord {
     #[sqlx(try_from = "uuid::Uuid")]
     pub endpoint_id: EndpointId,

@@ -8,3 +8,4 @@
 //! row means, and pass a pool or their own transaction.
 
 pub mod endpoints;
+pub mod portal_sessions;

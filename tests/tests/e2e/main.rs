@@ -9,6 +9,7 @@ mod idempotency;
 mod isolation;
 mod listing;
 mod ordering;
+mod read_side;
 mod receiver_answers;
 mod retries;
 mod routing;

@@ -1,0 +1,12 @@
+//! Configuration of the query service (environment variables `HERALD_<FIELD>`). Its admin
+//! routes take the operator token of the command service's configuration (`HERALD_ADMIN_TOKEN`).
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct QueryConfig {
+    /// The address users reach Herald at (`https://webhooks.example.com`), used in portal
+    /// links. Unset: `http://` and the address the service listens on.
+    pub public_url: Option<String>,
+}
