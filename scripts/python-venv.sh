@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Python environment of Herald's checks: a venv in .stack/venv holding exactly the
 # packages pinned in scripts/python-requirements.txt (chdb-core, for
-# scripts/check-clickhouse-sql.py; schemathesis, for the OpenAPI conformance test). Prints
-# the venv's python on stdout.
+# scripts/check-clickhouse-sql.py; schemathesis, openapi-spec-validator and standardwebhooks,
+# for herald/tests/openapi_conformance.rs). Prints the venv's python on stdout.
 #
 #   scripts/python-venv.sh    create or update the venv if needed
 #
@@ -45,7 +45,7 @@ wanted_stamp() {
 
 up_to_date() {
   [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(wanted_stamp)" ] \
-    && "$VENV/bin/python" -c 'import chdb, schemathesis' >/dev/null 2>&1
+    && "$VENV/bin/python" -c 'import chdb, schemathesis, openapi_spec_validator, standardwebhooks' >/dev/null 2>&1
 }
 
 # Debian splits ensurepip (which venv needs) into python3-venv.

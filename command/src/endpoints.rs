@@ -1,11 +1,13 @@
 //! `POST /v1/webhook_endpoints`: a tenant subscribes a receiver URL.
 
+use crate::field_schemas::{Description, EndpointUrl, SigningSecretText};
 use crate::state::CommandState;
 use crate::validation;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use herald_http::field_schemas::EventTypeName;
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_rules::SigningSecret;
 use herald_schemas::{
@@ -18,15 +20,18 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// Where events are POSTed; http or https.
-    #[schema(example = "https://example.com/webhooks")]
+    #[schema(value_type = EndpointUrl)]
     pub url: String,
     /// Event types to deliver; absent delivers every type.
+    #[schema(value_type = Option<Vec<EventTypeName>>, min_items = 1, max_items = 256)]
     pub events: Option<Vec<String>>,
     /// A `whsec_<base64>` secret (24-64 bytes); generated when absent.
+    #[schema(value_type = Option<SigningSecretText>)]
     pub secret: Option<String>,
     /// Defaults to true.
     pub enabled: Option<bool>,
+    /// Blank counts as none.
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// Space deliveries to this endpoint: `{"per_second": 10, "burst": 20}` (burst defaults to
     /// `per_second`). Excess deliveries wait; they do not fail.
@@ -41,15 +46,25 @@ pub struct CreateEndpoint {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyRequest {
-    /// Attempts in all, the first one included: 1-50.
+    /// Attempts in all, the first one included.
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 50)]
     pub max_attempts: Option<u32>,
     /// Delay before the first retry, before jitter: 100 ms to 1 day.
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 100, maximum = 86_400_000)]
     pub initial_delay_ms: Option<u64>,
-    /// Growth of each further delay: 1-10.
+    /// Growth of each further delay.
+    #[schema(minimum = 1, maximum = 10)]
     pub multiplier: Option<f64>,
-    /// Longest delay between attempts: 100 ms to 7 days.
+    /// Longest delay between attempts: 100 ms to 7 days. One shorter than
+    /// `initial_delay_ms` is taken as `initial_delay_ms`.
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 100, maximum = 604_800_000)]
     pub max_delay_ms: Option<u64>,
     /// How long after acceptance an event may still be attempted: 1 s to 7 days.
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 1000, maximum = 604_800_000)]
     pub deadline_ms: Option<u64>,
 }
 
@@ -101,23 +116,18 @@ fn validate_retry_policy(
             " milliseconds",
         )?,
     };
-    if let (Some(initial), Some(max)) = (policy.initial_delay_ms, policy.max_delay_ms) {
-        if max < initial {
-            return Err(ApiError::invalid(
-                "retry_policy.max_delay_ms",
-                "must not be shorter than initial_delay_ms",
-            ));
-        }
-    }
     Ok((policy != RetryPolicyOverride::default()).then_some(policy))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRequest {
-    /// 1-10000.
+    #[serde(deserialize_with = "herald_http::whole_number::required")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub per_second: u32,
-    /// 1-10000; defaults to `per_second`.
+    /// Defaults to `per_second`.
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub burst: Option<u32>,
 }
 
@@ -265,8 +275,11 @@ const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new `whsec_…` secret; generated when absent.
+    #[schema(value_type = Option<SigningSecretText>)]
     pub secret: Option<String>,
-    /// How long deliveries stay signed with the previous secret too (0-604800, default 86400).
+    /// How long deliveries stay signed with the previous secret too (default 86400).
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_period_seconds: Option<u32>,
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/events`: validate, route, append `event.accepted.v1` to the log, answer 202 once
 //! the log has acknowledged it.
 
+use crate::field_schemas::{IdempotencyKey, IdempotencyKeyHeader};
 use crate::idempotency::{Claim, RequestFingerprint};
 use crate::state::CommandState;
 use crate::validation;
@@ -8,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use herald_http::field_schemas::{EventPayload, EventTypeName};
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
 use serde::{Deserialize, Serialize};
@@ -20,19 +22,21 @@ use utoipa::ToSchema;
 pub struct CreateEvent {
     /// The event type endpoints subscribe to, e.g. `invoice.paid`.
     #[serde(rename = "type")]
-    #[schema(example = "invoice.paid")]
+    #[schema(value_type = EventTypeName)]
     pub event_type: String,
-    /// Any JSON value but null; delivered as `data`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EventPayload)]
     pub payload: Box<RawValue>,
     /// Same as the `Idempotency-Key` header.
+    #[schema(value_type = Option<IdempotencyKey>)]
     pub idempotency_key: Option<String>,
     /// Deliver only to these of the tenant's endpoints (their type filters still apply).
     pub target_endpoints: Option<Vec<uuid::Uuid>>,
-    /// No attempt before this time (RFC 3339; at most 30 days ahead).
+    /// No attempt before this time (RFC 3339; at most 30 days ahead). A time already past
+    /// means at once.
     pub deliver_after: Option<DateTime<Utc>>,
     /// No attempt after this time (RFC 3339): deliveries not done by then are recorded as
-    /// `expired`.
+    /// `expired`. A time already past (or not after `deliver_after`) is accepted: the event
+    /// is recorded and its deliveries expire without an attempt.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -44,12 +48,13 @@ pub struct EventAcceptedResponse {
 #[utoipa::path(
     post, path = "/v1/events", tag = "events",
     request_body = CreateEvent,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key, kept at least 24 h")),
+    params(("Idempotency-Key" = Option<IdempotencyKeyHeader>, Header, description = "Repeat-safe key, kept at least 24 h; equal to `idempotency_key` when both are sent")),
     responses(
         (status = 202, description = "Durably appended to the log", body = EventAcceptedResponse),
         (status = 400, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency key used for a different request", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "A `target_endpoints` entry names no endpoint of this tenant", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency key used for a different request, or a `target_endpoints` entry names a disabled endpoint", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 413, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 503, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
@@ -165,20 +170,6 @@ fn validate_schedule(request: &CreateEvent, now: DateTime<Utc>) -> Result<(), Ap
             ));
         }
     }
-    if let Some(expires_at) = request.expires_at {
-        if expires_at <= now {
-            return Err(ApiError::invalid("expires_at", "must be in the future"));
-        }
-        if request
-            .deliver_after
-            .is_some_and(|after| expires_at <= after)
-        {
-            return Err(ApiError::invalid(
-                "expires_at",
-                "must be after deliver_after",
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -231,10 +222,7 @@ async fn route(
                 .iter()
                 .any(|route| route.endpoint_id.as_uuid() == *target)
             {
-                return Err(ApiError::invalid(
-                    format!("target_endpoints[{index}]"),
-                    format!("{target} is not an enabled endpoint of this tenant"),
-                ));
+                return Err(unroutable_target(state, tenant_id, index, *target).await);
             }
         }
     }
@@ -249,6 +237,30 @@ async fn route(
         })
         .map(|route| route.endpoint_id)
         .collect())
+}
+
+/// Why a named target is not among the tenant's routes, looked up only when one is not.
+async fn unroutable_target(
+    state: &CommandState,
+    tenant_id: TenantId,
+    index: usize,
+    target: uuid::Uuid,
+) -> ApiError {
+    let field = format!("target_endpoints[{index}]");
+    match herald_store::endpoints::get_for_tenant(&state.pool, tenant_id, EndpointId(target)).await
+    {
+        Ok(None) => ApiError::NotFound(format!(
+            "`{field}`: this tenant has no endpoint {target}; list them at /v1/webhook_endpoints"
+        )),
+        Ok(Some(endpoint)) if !endpoint.enabled => ApiError::Conflict(format!(
+            "`{field}`: endpoint {target} is disabled; enable it or leave it out"
+        )),
+        // Created or enabled a moment ago, and this instance has not heard of it yet.
+        Ok(Some(_)) => ApiError::Conflict(format!(
+            "`{field}`: endpoint {target} is not known to routing yet; retry in a second"
+        )),
+        Err(error) => ApiError::from(error),
+    }
 }
 
 /// Continues the caller's W3C trace when it sent a valid `traceparent`, else starts one (and

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod endpoints;
 pub mod events;
+pub mod field_schemas;
 pub mod idempotency;
 pub mod routing;
 pub mod state;
@@ -39,7 +40,8 @@ use tokio_util::sync::CancellationToken;
         endpoints::rotate_secret,
         events::create_event
     ),
-    components(schemas(herald_http::ProblemDetails))
+    // A header parameter does not bring its schema along.
+    components(schemas(herald_http::ProblemDetails, field_schemas::IdempotencyKeyHeader))
 )]
 pub struct CommandApi;
 

@@ -1,5 +1,6 @@
 //! `POST /admin/v1/tenants`: an operator creates a tenant and receives its first API key.
 
+use crate::field_schemas::TenantName;
 use crate::state::CommandState;
 use crate::validation::MAX_TENANT_NAME_LENGTH;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// A name for operators; need not be unique.
+    #[schema(value_type = TenantName)]
     pub name: String,
 }
 
@@ -42,7 +43,7 @@ pub async fn create_tenant(
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantCreatedResponse>), ApiError> {
     let name = request.name.trim();
-    if name.is_empty() || name.len() > MAX_TENANT_NAME_LENGTH {
+    if name.is_empty() || name.chars().count() > MAX_TENANT_NAME_LENGTH {
         return Err(ApiError::invalid(
             "name",
             format!("must be 1-{MAX_TENANT_NAME_LENGTH} characters"),

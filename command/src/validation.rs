@@ -12,6 +12,10 @@ pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 256;
 pub const MAX_EVENT_TYPES_PER_ENDPOINT: usize = 256;
 pub const MAX_TENANT_NAME_LENGTH: usize = 256;
 
+/// How long endpoint creation waits for the URL's host to resolve before accepting it
+/// unchecked (delivery checks at connect time anyway).
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a field's value was refused. The message is what the caller is told about the field.
 #[derive(Debug, thiserror::Error)]
 pub enum FieldError {
@@ -31,11 +35,10 @@ pub enum FieldError {
     Credentials,
     #[error("must have a host")]
     NoHost,
-    #[error("host `{host}` does not resolve")]
-    Unresolvable {
-        host: String,
-        source: std::io::Error,
-    },
+    #[error(
+        "must be a host name or IPv4 address, an optional port, then path, query and fragment in RFC 3986 characters (percent-encode others)"
+    )]
+    UrlShape,
     #[error(
         "resolves to {0}; ask the operator to add it to HERALD_ALLOWED_TARGET_CIDRS if this is intended"
     )]
@@ -48,19 +51,17 @@ pub fn event_type(value: &str) -> Result<(), FieldError> {
             max: MAX_EVENT_TYPE_LENGTH,
         });
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-    {
+    if !herald_http::field_schemas::is_event_type(value) {
         return Err(FieldError::EventTypeCharacters);
     }
     Ok(())
 }
 
-/// Text people write (descriptions, names): at most `max` bytes, and no control characters
-/// but tab and line breaks (Postgres cannot store NUL; the others garble every display).
+/// Text people write (descriptions, names): at most `max` characters, and no control
+/// characters but tab and line breaks (Postgres cannot store NUL; the others garble every
+/// display).
 pub fn free_text(value: &str, max: usize) -> Result<(), FieldError> {
-    if value.len() > max {
+    if value.chars().count() > max {
         return Err(FieldError::TooLong { max });
     }
     if value
@@ -73,7 +74,7 @@ pub fn free_text(value: &str, max: usize) -> Result<(), FieldError> {
 }
 
 pub fn idempotency_key(value: &str) -> Result<(), FieldError> {
-    if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY_LENGTH {
+    if value.is_empty() || value.chars().count() > MAX_IDEMPOTENCY_KEY_LENGTH {
         return Err(FieldError::Length {
             max: MAX_IDEMPOTENCY_KEY_LENGTH,
         });
@@ -85,9 +86,13 @@ pub fn idempotency_key(value: &str) -> Result<(), FieldError> {
 }
 
 /// Checks the URL's form and that every address it resolves to now is an allowed target.
-/// Delivery checks again at connect time, so a later DNS change cannot get around this.
+/// A host that does not resolve (yet) is accepted: endpoints are often registered before
+/// their DNS exists, or from a network that resolves differently than the receivers'. The
+/// guard is what keeps deliveries off internal addresses, and delivery checks every
+/// address again at connect time, so neither a later DNS change nor this leniency gets
+/// around it.
 pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, FieldError> {
-    if value.len() > MAX_URL_LENGTH {
+    if value.chars().count() > MAX_URL_LENGTH {
         return Err(FieldError::TooLong {
             max: MAX_URL_LENGTH,
         });
@@ -99,6 +104,9 @@ pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, 
     if !url.username().is_empty() || url.password().is_some() {
         return Err(FieldError::Credentials);
     }
+    if url.host().is_some() && !endpoint_url_shape().is_match(value) {
+        return Err(FieldError::UrlShape);
+    }
     let host = match url.host() {
         Some(url::Host::Domain(domain)) => domain.to_owned(),
         Some(url::Host::Ipv4(v4)) => return check_addresses([IpAddr::V4(v4)], guard).map(|()| url),
@@ -106,15 +114,20 @@ pub async fn endpoint_url(value: &str, guard: &TargetGuard) -> Result<url::Url, 
         None => return Err(FieldError::NoHost),
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|source| FieldError::Unresolvable {
-            host: host.clone(),
-            source,
-        })?
-        .map(|address| address.ip())
-        .collect();
+    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let addresses: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(addresses)) => addresses.map(|address| address.ip()).collect(),
+        Ok(Err(_)) | Err(_) => Vec::new(),
+    };
     check_addresses(addresses, guard).map(|()| url)
+}
+
+fn endpoint_url_shape() -> &'static regex::Regex {
+    static SHAPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(crate::field_schemas::ENDPOINT_URL_PATTERN)
+            .expect("ENDPOINT_URL_PATTERN is a valid regex")
+    });
+    &SHAPE
 }
 
 fn check_addresses(
@@ -162,6 +175,12 @@ mod tests {
         assert!(endpoint_url("http://[::1]:9/hook", &loopback)
             .await
             .is_err());
+        assert!(endpoint_url("https://a.example.org*/", &loopback)
+            .await
+            .is_err());
+        assert!(endpoint_url("https://a.example.org/é", &loopback)
+            .await
+            .is_err());
         assert!(endpoint_url("http://169.254.169.254/latest", &loopback)
             .await
             .is_err());
@@ -169,6 +188,14 @@ mod tests {
             .await
             .is_ok());
         assert!(endpoint_url("not a url", &loopback).await.is_err());
+        // Not resolvable (`.invalid` never is, RFC 6761): accepted, delivery checks later.
+        assert!(endpoint_url("https://receiver.invalid/hook", &strict)
+            .await
+            .is_ok());
+        // Resolves to loopback: refused unless the operator allows it.
+        assert!(endpoint_url("http://localhost:9/hook", &strict)
+            .await
+            .is_err());
     }
 
     /// The messages are part of the API (problem+json `detail`); they must not drift.
@@ -203,10 +230,6 @@ mod tests {
         assert_eq!(
             url_message(endpoint_url("http://user:pw@example.com/", &strict).await),
             "must not contain credentials; use the signature to authenticate"
-        );
-        assert_eq!(
-            url_message(endpoint_url("http://host.invalid/", &strict).await),
-            "host `host.invalid` does not resolve"
         );
         assert_eq!(
             url_message(endpoint_url("http://127.0.0.1:9/hook", &strict).await),

@@ -85,7 +85,8 @@ pub async fn run(
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
-        );
+        )
+        .merge(crate::api_docs::routes());
     // Each task ends with its service's name, or with why it failed.
     let mut background: JoinSet<Result<&'static str, ServiceFailed>> = JoinSet::new();
 

@@ -17,12 +17,6 @@ const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
 #[tokio::test]
 async fn a_user_finds_an_event_in_the_dashboard_and_replays_it() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = root.join("tests/browser/dashboard.mjs");
-    anyhow::ensure!(
-        Path::new("/usr/bin/chromium").exists() && root.join("tests/browser/node_modules").exists(),
-        "Chromium or tests/browser/node_modules is missing: run scripts/browser-deps.sh (make test does)"
-    );
     let process = HeraldProcess::start(HERALD, &[]).await?;
     let api = Api::with(process.herald.clone());
     let receiver = Receiver::start().await;
@@ -64,31 +58,73 @@ async fn a_user_finds_an_event_in_the_dashboard_and_replays_it() -> anyhow::Resu
         .ok_or_else(|| anyhow::anyhow!("no portal url: {session}"))?
         .to_owned();
 
-    let screenshots = root.join("target/dashboard-screenshots");
-    // Every step of the script has its own deadline, so it ends by itself.
+    run_script(
+        "dashboard.mjs",
+        &[
+            ("HERALD_URL", process.herald.base_url.as_str()),
+            ("HERALD_API_KEY", &tenant.api_key),
+            ("HERALD_EVENT_ID", &event_id),
+            ("HERALD_ENDPOINT_ID", &endpoint.endpoint_id),
+            ("HERALD_PORTAL_URL", &portal_url),
+            ("HERALD_SIGNING_SECRET", &endpoint.secret),
+        ],
+        "dashboard-screenshots",
+    )
+    .await?;
+    anyhow::ensure!(
+        receiver.requests().len() == 2,
+        "the replay from the dashboard reached the receiver: {} requests",
+        receiver.requests().len()
+    );
+    Ok(())
+}
+
+/// The API reference at `/docs` (`tests/browser/docs.mjs`): every operation and webhook of
+/// the served document rendered, the filter, deep links, keyboard and narrow screens, with
+/// no console error and nothing fetched from elsewhere (the page's CSP would refuse it).
+/// Screenshots go to `target/docs-screenshots/`.
+#[tokio::test]
+async fn the_api_reference_renders_the_document_offline() -> anyhow::Result<()> {
+    let process = HeraldProcess::start_service_on(
+        HERALD,
+        &herald_tests::process::StackUrls::from_env(),
+        "api",
+        &[],
+    )
+    .await?;
+    run_script(
+        "docs.mjs",
+        &[("HERALD_URL", process.herald.base_url.as_str())],
+        "docs-screenshots",
+    )
+    .await
+}
+
+/// Runs `tests/browser/<script>` with `environment`, screenshots to `target/<screenshots>`.
+/// Every step of a script has its own deadline, so it ends by itself.
+async fn run_script(
+    script: &str,
+    environment: &[(&str, &str)],
+    screenshots: &str,
+) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    anyhow::ensure!(
+        Path::new("/usr/bin/chromium").exists() && root.join("tests/browser/node_modules").exists(),
+        "Chromium or tests/browser/node_modules is missing: run scripts/browser-deps.sh (make test does)"
+    );
     let mut command = std::process::Command::new("node");
     command
-        .arg(&script)
-        .env("HERALD_URL", &process.herald.base_url)
-        .env("HERALD_API_KEY", &tenant.api_key)
-        .env("HERALD_EVENT_ID", &event_id)
-        .env("HERALD_ENDPOINT_ID", &endpoint.endpoint_id)
-        .env("HERALD_PORTAL_URL", &portal_url)
-        .env("HERALD_SIGNING_SECRET", &endpoint.secret)
-        .env("SCREENSHOT_DIR", &screenshots);
+        .arg(root.join("tests/browser").join(script))
+        .envs(environment.iter().copied())
+        .env("SCREENSHOT_DIR", root.join("target").join(screenshots));
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     anyhow::ensure!(
         output.status.success(),
-        "the dashboard test failed ({}):\n{stdout}{}",
+        "{script} failed ({}):\n{stdout}{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
-    );
-    anyhow::ensure!(
-        receiver.requests().len() == 2,
-        "the replay from the dashboard reached the receiver: {} requests",
-        receiver.requests().len()
     );
     Ok(())
 }

@@ -4,11 +4,13 @@
 
 pub mod admin;
 pub mod api_key;
+pub mod field_schemas;
 pub mod json_body;
 pub mod problem;
 pub mod query_string;
 pub mod telemetry;
 pub mod tenant_auth;
+pub mod whole_number;
 
 pub use api_key::{ApiKey, ApiKeyHash};
 pub use json_body::ApiJson;

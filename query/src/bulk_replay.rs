@@ -12,12 +12,15 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use herald_http::field_schemas::PageCursor;
 use herald_http::{ApiError, ApiJson, Caller};
 use herald_schemas::{
     DeliveryStatus, EndpointId, EventId, LogMessage, ReplayRequested, ReplayedDelivery,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 fn parse_replayable(index: usize, status: &str) -> Result<DeliveryStatus, ApiError> {
@@ -44,6 +47,21 @@ const REPLAYABLE: [DeliveryStatus; 4] = [
     DeliveryStatus::Expired,
     DeliveryStatus::Succeeded,
 ];
+/// A status deliveries can be replayed from, for the document.
+pub struct ReplayableStatus;
+
+impl PartialSchema for ReplayableStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(REPLAYABLE.map(DeliveryStatus::as_str)))
+            .description(Some("A final delivery status"))
+            .into()
+    }
+}
+
+impl ToSchema for ReplayableStatus {}
+
 const DEFAULT_STATUSES: [DeliveryStatus; 3] = [
     DeliveryStatus::Failed,
     DeliveryStatus::DeadLettered,
@@ -59,14 +77,18 @@ pub struct BulkReplayRequest {
     pub endpoint_id: Option<Uuid>,
     /// Delivery statuses to replay: any of `failed`, `dead_lettered`, `expired`, `succeeded`.
     /// Defaults to the three unsuccessful ones.
+    #[schema(value_type = Option<Vec<ReplayableStatus>>, min_items = 1)]
     pub status: Option<Vec<String>>,
     /// Only events accepted at or after this time.
     pub since: Option<DateTime<Utc>>,
-    /// Only events accepted before this time.
+    /// Only events accepted before this time; at or before `since` matches none.
     pub until: Option<DateTime<Utc>>,
-    /// Events to replay in this request, oldest first: 1-1000, default 100.
+    /// Events to replay in this request, oldest first (default 100).
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous response, to continue after its last event.
+    #[schema(value_type = Option<PageCursor>)]
     pub cursor: Option<String>,
 }
 
@@ -125,11 +147,6 @@ pub async fn replay_deliveries(
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
-    }
-    if let (Some(since), Some(until)) = (request.since, request.until) {
-        if until <= since {
-            return Err(ApiError::invalid("until", "must be later than since"));
-        }
     }
     let cursor = request.cursor.as_deref().map(Cursor::decode).transpose()?;
     take_replay_allowance(&state, tenant_id)?;

@@ -80,7 +80,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The origins come from `portal::frame_origin`, which admits scheme, host and port only, so
 /// none can end the directive or add another.
-fn security_headers(frame_ancestors: &[String]) -> HeaderMap {
+pub fn security_headers(frame_ancestors: &[String]) -> HeaderMap {
     let ancestors = if frame_ancestors.is_empty() {
         "'none'".to_owned()
     } else {

@@ -2,11 +2,15 @@
 //! outcome, the delivery's current status and time, paginated with an opaque cursor.
 //! `outcome=dead_lettered,expired` lists the dead letters, each with its reason.
 
-use crate::params::{cut_page, parse_limit, parse_time, parse_uuid, parse_words, Cursor};
+use crate::params::{
+    cut_page, parse_limit, parse_time, parse_uuid, parse_words, AttemptOutcomeName, Cursor,
+    DeliveryStatusName,
+};
 use crate::state::QueryState;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use herald_http::field_schemas::PageCursor;
 use herald_http::{ApiError, ApiQuery, Caller};
 use herald_schemas::{AttemptOutcome, DeliveryStatus};
 use serde::{Deserialize, Serialize};
@@ -21,22 +25,30 @@ const MAX_LIMIT: i64 = 250;
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// Only attempts for this event.
+    #[param(value_type = Option<Uuid>)]
     pub event_id: Option<String>,
     /// Only attempts to this endpoint.
+    #[param(value_type = Option<Uuid>)]
     pub endpoint_id: Option<String>,
     /// Only attempts with one of these outcomes (comma-separated): `succeeded`,
     /// `retry_scheduled`, `failed`, `dead_lettered`, `expired`.
+    #[param(value_type = Option<Vec<AttemptOutcomeName>>, style = Form, explode = false, min_items = 1)]
     pub outcome: Option<String>,
     /// Only attempts of deliveries whose current status is one of these (comma-separated):
     /// `pending`, `retrying`, `succeeded`, `failed`, `dead_lettered`, `expired`.
+    #[param(value_type = Option<Vec<DeliveryStatusName>>, style = Form, explode = false, min_items = 1)]
     pub status: Option<String>,
     /// Only attempts started at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
-    /// Only attempts started before this time (RFC 3339).
+    /// Only attempts started before this time (RFC 3339); at or before `since` matches none.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<PageCursor>)]
     pub cursor: Option<String>,
-    /// Page size, 1-250 (default 50).
+    /// Page size (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 250)]
     pub limit: Option<String>,
 }
 
@@ -128,6 +140,11 @@ pub async fn list_deliveries(
         sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
     }
     if let Some(outcomes) = outcomes {
+        // Stated as a constant so that the planner may use the partial index of unsuccessful
+        // attempts (migration 17) in any plan, generic ones included.
+        if !outcomes.contains(&AttemptOutcome::Succeeded) {
+            sql.push(" AND outcome <> 'succeeded'");
+        }
         let outcomes: Vec<&str> = outcomes.into_iter().map(AttemptOutcome::as_str).collect();
         sql.push(" AND outcome = ANY(")
             .push_bind(outcomes)

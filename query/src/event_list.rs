@@ -1,11 +1,12 @@
 //! `GET /v1/events`: a tenant's events, newest first, filtered by time, type and status,
 //! paginated with an opaque cursor. Payloads and deliveries are at `GET /v1/events/{id}`.
 
-use crate::params::{cut_page, parse_limit, parse_time, parse_words, Cursor};
+use crate::params::{cut_page, parse_limit, parse_time, parse_words, Cursor, EventStatusName};
 use crate::state::QueryState;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use herald_http::field_schemas::{EventTypeName, PageCursor};
 use herald_http::{ApiError, ApiQuery, Caller};
 use herald_schemas::EventStatus;
 use serde::{Deserialize, Serialize};
@@ -22,19 +23,24 @@ const MAX_TYPES: usize = 20;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events accepted at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
-    /// Only events accepted before this time (RFC 3339).
+    /// Only events accepted before this time (RFC 3339); at or before `since` matches none.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
     /// Only events of these types (comma-separated, at most 20).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<Vec<EventTypeName>>, style = Form, explode = false, min_items = 1, max_items = 20)]
     pub event_type: Option<String>,
     /// Only events with one of these statuses (comma-separated): `pending`, `delivering`,
     /// `delivered`, `failed`.
+    #[param(value_type = Option<Vec<EventStatusName>>, style = Form, explode = false, min_items = 1)]
     pub status: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<PageCursor>)]
     pub cursor: Option<String>,
-    /// Page size, 1-250 (default 50).
+    /// Page size (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 250)]
     pub limit: Option<String>,
 }
 
@@ -127,17 +133,25 @@ pub async fn list_events(
     Ok(Json(EventPage { data, next_cursor }))
 }
 
+/// Exactly the document's list of event types: no blanks to skip, so that what the
+/// document calls invalid is refused rather than half-read.
 fn parse_types(text: &str) -> Result<Vec<String>, ApiError> {
-    let types: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if types.is_empty() || types.len() > MAX_TYPES {
+    let types: Vec<String> = text.split(',').map(str::to_owned).collect();
+    if types.len() > MAX_TYPES {
         return Err(ApiError::invalid(
             "type",
             format!("must name 1 to {MAX_TYPES} event types, comma-separated"),
+        ));
+    }
+    if let Some(wrong) = types
+        .iter()
+        .find(|name| !herald_http::field_schemas::is_event_type(name))
+    {
+        return Err(ApiError::invalid(
+            "type",
+            format!(
+                "`{wrong}` is not an event type (1-128 letters, digits and `.` `_` `-` `:`, comma-separated without spaces)"
+            ),
         ));
     }
     Ok(types)
@@ -160,10 +174,12 @@ mod tests {
         );
         assert!(parse_statuses("done").is_err());
         assert_eq!(
-            parse_types("order.created, ,order.paid").expect("types"),
+            parse_types("order.created,order.paid").expect("types"),
             ["order.created", "order.paid"]
         );
         assert!(parse_types(" , ").is_err());
+        assert!(parse_types("order.created,,order.paid").is_err());
+        assert!(parse_types("order created").is_err());
         assert!(parse_types(&vec!["a"; 21].join(",")).is_err());
     }
 }

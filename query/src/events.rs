@@ -16,7 +16,7 @@ pub struct EventView {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The payload exactly as it was submitted.
-    #[schema(value_type = Object)]
+    #[schema(value_type = herald_http::field_schemas::EventPayload)]
     pub payload: Box<serde_json::value::RawValue>,
     /// `pending` (no attempt yet), `delivering`, `delivered` (every delivery succeeded) or
     /// `failed` (every delivery is over and at least one did not succeed).

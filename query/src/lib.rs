@@ -44,7 +44,14 @@ use axum::Router;
     portal::create_portal_session,
     admin::tenant_slis,
     admin::open_breakers
-))]
+), components(schemas(
+    // Named by query parameters, which do not bring their schemas along.
+    params::AttemptOutcomeName,
+    params::DeliveryStatusName,
+    params::EventStatusName,
+    herald_http::field_schemas::PageCursor,
+    herald_http::field_schemas::EventTypeName,
+)))]
 pub struct QueryApi;
 
 pub fn router(state: QueryState) -> Router {

@@ -8,12 +8,13 @@
 use crate::params::{parse_limit, parse_uuid};
 use crate::replay::take_replay_allowance;
 use crate::state::QueryState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
+use herald_http::field_schemas::EventTypeName;
+use herald_http::{ApiError, ApiJson, ApiQuery, AuthenticatedTenant};
 use herald_log::event_reader::{EventReader, ReadFrom};
 use herald_schemas::{EndpointId, LogMessage, ReplayId, ReplayMode, ReplayStarted, TenantId};
 use serde::{Deserialize, Serialize};
@@ -40,14 +41,18 @@ pub enum Mode {
 pub struct LogReplayRequest {
     /// Events accepted at or after this time (RFC 3339).
     pub since: DateTime<Utc>,
-    /// Events accepted before this time (RFC 3339); not in the future.
+    /// Events accepted before this time (RFC 3339). A time still to come is taken as now: a
+    /// replay repeats what the log holds. At or before `since`, the range holds no events.
     pub until: DateTime<Utc>,
     pub mode: Mode,
     /// Only deliveries to this endpoint.
     pub endpoint_id: Option<Uuid>,
     /// Only events of these types.
+    #[schema(value_type = Option<Vec<EventTypeName>>, min_items = 1, max_items = 100)]
     pub event_types: Option<Vec<String>>,
-    /// Events replayed a second: 1-1000, default 100.
+    /// Events replayed a second (default 100).
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub events_per_second: Option<u32>,
     /// Count what would be replayed, send nothing and record nothing.
     #[serde(default)]
@@ -108,8 +113,10 @@ pub struct LogReplayList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListReplaysParams {
-    /// Replays to return, newest first: 1-100, default 20.
+    /// Replays to return, newest first (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 
@@ -126,7 +133,8 @@ const VIEW_COLUMNS: &str = "replay_id, mode, since, until, endpoint_id, event_ty
             headers(("Location" = String, description = "/v1/replays/{replay_id}"))),
         (status = 400, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid (range, mode, unknown endpoint); `field` names it", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`endpoint_id` names no endpoint of this tenant", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (mode, or a `since` before the log's retention); `field` names it", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many replays for this tenant; see Retry-After", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 503, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
@@ -175,15 +183,7 @@ async fn validate(
     fields: &LogReplayRequest,
 ) -> Result<ReplayStarted, ApiError> {
     let now = Utc::now();
-    if fields.until <= fields.since {
-        return Err(ApiError::invalid("until", "must be later than `since`"));
-    }
-    if fields.until > now {
-        return Err(ApiError::invalid(
-            "until",
-            format!("must not be in the future (now is {}): a replay repeats what the log already holds", now.to_rfc3339()),
-        ));
-    }
+    let until = fields.until.min(now);
     let events_per_second = fields
         .events_per_second
         .unwrap_or(DEFAULT_EVENTS_PER_SECOND);
@@ -215,12 +215,9 @@ async fn validate(
         )
         .await?;
         if found.is_none() {
-            return Err(ApiError::invalid(
-                "endpoint_id",
-                format!(
-                    "this tenant has no endpoint {endpoint_id}; list them at /v1/webhook_endpoints"
-                ),
-            ));
+            return Err(ApiError::NotFound(format!(
+                "`endpoint_id`: this tenant has no endpoint {endpoint_id}; list them at /v1/webhook_endpoints"
+            )));
         }
     }
     if let Some(oldest) = oldest_kept(state).await? {
@@ -238,7 +235,7 @@ async fn validate(
         replay_id: ReplayId::generate(),
         tenant_id,
         since: fields.since,
-        until: fields.until,
+        until,
         mode: match fields.mode {
             Mode::AsThen => ReplayMode::AsThen,
             Mode::AsNow => ReplayMode::AsNow,
@@ -368,7 +365,7 @@ pub async fn get_replay(
 pub async fn list_replays(
     State(state): State<QueryState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
-    Query(params): Query<ListReplaysParams>,
+    ApiQuery(params): ApiQuery<ListReplaysParams>,
 ) -> Result<Json<LogReplayList>, ApiError> {
     let limit = parse_limit(params.limit.as_deref(), 20, 100)?;
     let replays = sqlx::query_as(&format!(

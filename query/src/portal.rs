@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use herald_http::tenant_auth::PORTAL_TOKEN_PREFIX;
 use herald_http::{ApiError, ApiKeyHash, AuthenticatedTenant};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 pub const DEFAULT_EXPIRES_IN_SECONDS: u32 = 3600;
 pub const MAX_EXPIRES_IN_SECONDS: u32 = 86_400;
@@ -22,15 +24,15 @@ const MAX_ORIGIN_LENGTH: usize = 253;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortalSessionRequest {
-    /// Seconds until the link stops working, 60-86400 (default 3600).
+    /// Seconds until the link stops working (default 3600).
+    #[serde(default, deserialize_with = "herald_http::whole_number::optional")]
     #[schema(minimum = 60, maximum = 86400)]
     pub expires_in: Option<u32>,
     /// A read-only session can look but not replay (default false).
     pub read_only: Option<bool>,
     /// Origins (`https://app.example.com`, `https://*.example.com`) whose pages may embed
     /// the dashboard in an iframe; without any, it cannot be framed.
-    #[schema(max_items = 10, value_type = Option<Vec<String>>,
-        pattern = r"^https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
+    #[schema(max_items = 10, value_type = Option<Vec<FrameOrigin>>)]
     pub frame_ancestors: Option<Vec<String>>,
 }
 
@@ -109,6 +111,28 @@ pub async fn create_portal_session(
     ))
 }
 
+/// Exactly what [`frame_origin`] admits.
+pub const FRAME_ORIGIN_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://(?:\\*\\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5][0-9]{4}|[0-9]{1,4}))?$";
+
+/// An origin a portal page may be framed by, for the document.
+pub struct FrameOrigin;
+
+impl PartialSchema for FrameOrigin {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(FRAME_ORIGIN_PATTERN))
+            .max_length(Some(MAX_ORIGIN_LENGTH))
+            .description(Some(
+                "An origin: scheme, host (`*.` for every subdomain) and port, nothing else",
+            ))
+            .examples([serde_json::json!("https://app.example.com")])
+            .into()
+    }
+}
+
+impl ToSchema for FrameOrigin {}
+
 /// An origin as CSP `frame-ancestors` takes it: scheme, host (optionally `*.` for every
 /// subdomain) and port, nothing else, so that no value can add a directive.
 pub fn frame_origin(origin: &str) -> Result<String, &'static str> {
@@ -134,7 +158,10 @@ pub fn frame_origin(origin: &str) -> Result<String, &'static str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
     let port_ok = port.is_none_or(|port| {
-        !port.is_empty() && port.len() <= 5 && port.chars().all(|c| c.is_ascii_digit())
+        !port.is_empty()
+            && port.len() <= 5
+            && port.chars().all(|c| c.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
     });
     if host_ok && port_ok {
         Ok(origin)
@@ -171,11 +198,27 @@ mod tests {
             "https://",
             "https://host:",
             "https://host:123456",
+            "https://host:65536",
+            "https://-host",
+            "https://host.",
             "https://*",
             "'self'",
             "*",
         ] {
             assert!(frame_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The document's pattern and the rule agree both ways.
+        #[test]
+        fn the_pattern_states_the_rule(
+            origin in proptest::string::string_regex(
+                "[Hh][Tt]{2}[Pp][Ss]?://(\\*\\.)?[A-Za-z0-9.:*-]{0,12}(:[0-9]{1,6})?"
+            ).expect("regex")
+        ) {
+            let pattern = regex::Regex::new(FRAME_ORIGIN_PATTERN).expect("pattern");
+            proptest::prop_assert_eq!(pattern.is_match(&origin), frame_origin(&origin).is_ok(), "{}", origin);
         }
     }
 }

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 use utoipa::{IntoParams, ToSchema};
 
 /// Longest event type a filter may name (as at ingest).
-const MAX_EVENT_TYPE_LENGTH: usize = 128;
 /// Most rows a breakdown returns (the busiest first).
 const MAX_BREAKDOWN_ROWS: u64 = 1000;
 
@@ -99,12 +98,12 @@ impl Granularity {
             Some("hour") => Granularity::Hour,
             Some(_) => return Err(ApiError::invalid("granularity", "must be minute or hour")),
         };
-        // 1 440 points at most; per-minute rollups are also kept only for the retention days.
+        // 1 440 points at most, and per-minute rollups are kept only for their retention
+        // days: a longer window is served by the hour, as the answer's `granularity` says.
+        // Refusing instead would fail a dashboard that keeps its granularity while the user
+        // widens the window.
         if granularity == Granularity::Minute && window.seconds() > 24 * 3600 {
-            return Err(ApiError::invalid(
-                "granularity",
-                "minute is offered for windows up to 24h; use hour",
-            ));
+            return Ok(Granularity::Hour);
         }
         Ok(granularity)
     }
@@ -138,14 +137,15 @@ pub struct SliQuery {
     /// minute or hour the window starts in.
     #[param(value_type = Option<Window>)]
     pub window: Option<String>,
-    /// `minute` (windows up to 24h) or `hour`; default minute up to 6h, hour beyond.
+    /// `minute` or `hour`; default minute up to 6h, hour beyond. Windows over 24h are served
+    /// by the hour whatever is asked; the answer's `granularity` says which was used.
     #[param(value_type = Option<Granularity>)]
     pub granularity: Option<String>,
     /// Only attempts to this endpoint.
     #[param(value_type = Option<uuid::Uuid>)]
     pub endpoint_id: Option<String>,
     /// Only attempts of events of this type.
-    #[param(max_length = 128, min_length = 1)]
+    #[param(value_type = Option<herald_http::field_schemas::EventTypeName>)]
     pub event_type: Option<String>,
 }
 
@@ -400,13 +400,10 @@ fn quantiles(levels: &[f64], measured: u64) -> Quantiles {
 }
 
 pub(crate) fn parse_event_type(value: &str) -> Result<String, ApiError> {
-    if value.is_empty()
-        || value.len() > MAX_EVENT_TYPE_LENGTH
-        || value.chars().any(|c| c.is_control())
-    {
+    if !herald_http::field_schemas::is_event_type(value) {
         return Err(ApiError::invalid(
             "event_type",
-            "must be an event type of 1-128 characters",
+            "must be an event type: 1-128 letters, digits and `.` `_` `-` `:`",
         ));
     }
     Ok(value.to_owned())
@@ -537,7 +534,11 @@ mod tests {
             Granularity::Hour
         );
         assert!(Granularity::parse(Some("minute"), Window::Day).is_ok());
-        assert!(Granularity::parse(Some("minute"), Window::Week).is_err());
+        assert_eq!(
+            Granularity::parse(Some("minute"), Window::Week).expect("served by the hour"),
+            Granularity::Hour
+        );
+        assert!(Granularity::parse(Some("second"), Window::Hour).is_err());
         assert!(Granularity::parse(Some("second"), Window::Hour).is_err());
         assert!(Window::parse(Some("2h")).is_err());
         assert_eq!(Window::parse(None).expect("default"), Window::Day);

@@ -10,6 +10,10 @@ use std::fmt;
 
 const SECRET_PREFIX: &str = "whsec_";
 /// Standard Webhooks asks for 24 to 64 bytes of key material.
+/// Exactly the texts [`SigningSecret::parse`] accepts: `whsec_` and canonical standard
+/// base64 (padded, unused bits zero) of 24-64 bytes, for the OpenAPI document.
+pub const SECRET_PATTERN: &str = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,21}(?:[A-Za-z0-9+/][AQgw]==)?|(?:[A-Za-z0-9+/]{4}){8,20}[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$";
+
 const MIN_SECRET_BYTES: usize = 24;
 const MAX_SECRET_BYTES: usize = 64;
 const GENERATED_SECRET_BYTES: usize = 32;
@@ -105,11 +109,32 @@ mod tests {
         assert!(!format!("{:?}", SigningSecret::generate()).contains("whsec_"));
     }
 
+    fn secret_text() -> impl Strategy<Value = String> {
+        let unanchored = SECRET_PATTERN.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(unanchored).expect("pattern")
+    }
+
     proptest! {
         #[test]
         fn exposed_secrets_parse_back(bytes in proptest::collection::vec(any::<u8>(), 24..=64)) {
             let secret = SigningSecret(bytes);
+            let pattern = regex::Regex::new(SECRET_PATTERN).expect("pattern");
+            prop_assert!(pattern.is_match(&secret.expose()));
             prop_assert_eq!(SigningSecret::parse(&secret.expose()), Ok(secret));
+        }
+
+        /// The document's pattern promises nothing the parser refuses.
+        #[test]
+        fn every_text_of_the_documented_form_parses(text in secret_text()) {
+            prop_assert!(SigningSecret::parse(&text).is_ok(), "{}", text);
+        }
+
+        /// Nor admits what it refuses: a text the parser takes fits the pattern.
+        #[test]
+        fn parsed_texts_fit_the_documented_form(bytes in proptest::collection::vec(any::<u8>(), 0..=80)) {
+            let text = format!("{SECRET_PREFIX}{}", STANDARD.encode(&bytes));
+            let pattern = regex::Regex::new(SECRET_PATTERN).expect("pattern");
+            prop_assert_eq!(pattern.is_match(&text), SigningSecret::parse(&text).is_ok(), "{}", text);
         }
 
         #[test]

@@ -14,13 +14,12 @@
 //   HERALD_SIGNING_SECRET  the endpoint's whsec_… secret
 //   SCREENSHOT_DIR         where the screenshots go (default: $TMPDIR/herald-dashboard)
 
-import { chromium } from 'playwright-core';
+import { launchChromium, shows, step, stepsPassed, STEP_TIMEOUT_MS, until, watch } from './harness.mjs';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const STEP_TIMEOUT_MS = 20_000;
 const REPLAY_TIMEOUT_MS = 35_000;
 const SLI_TIMEOUT_MS = 30_000;
 
@@ -42,57 +41,8 @@ const signingSecret = required('HERALD_SIGNING_SECRET');
 const screenshotDir = process.env.SCREENSHOT_DIR || join(tmpdir(), 'herald-dashboard');
 mkdirSync(screenshotDir, { recursive: true });
 
-/** Console errors and warnings, and uncaught page errors, of every page opened. */
-const pageProblems = [];
-
-function watch(page, label) {
-  page.on('console', (message) => {
-    if (message.type() === 'error' || message.type() === 'warning') {
-      const where = message.location();
-      pageProblems.push(`${label}: console ${message.type()}: ${message.text()}${where.url ? ` (${where.url}:${where.lineNumber})` : ''}`);
-    }
-  });
-  page.on('pageerror', (error) => pageProblems.push(`${label}: page error: ${error.message}`));
-  page.setDefaultTimeout(STEP_TIMEOUT_MS);
-  return page;
-}
-
-/** Polls `check` until it returns true or the deadline passes. */
-async function until(what, check, timeoutMs = STEP_TIMEOUT_MS, intervalMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
-/** Waits for `locator` to be visible, failing with what was expected. */
-async function shows(locator, what, timeoutMs = STEP_TIMEOUT_MS) {
-  try {
-    await locator.first().waitFor({ state: 'visible', timeout: timeoutMs });
-  } catch {
-    throw new Error(`${what} did not show within ${timeoutMs / 1000} s`);
-  }
-}
-
 async function screenshot(page, name) {
   await page.screenshot({ path: join(screenshotDir, name), fullPage: true });
-}
-
-let stepNumber = 0;
-async function step(name, body) {
-  stepNumber += 1;
-  const started = Date.now();
-  try {
-    await body();
-  } catch (error) {
-    throw new Error(`step ${stepNumber} (${name}) failed: ${error.message.split('\n')[0]}`);
-  }
-  if (pageProblems.length) {
-    throw new Error(`step ${stepNumber} (${name}): the page reported problems:\n  ${pageProblems.join('\n  ')}`);
-  }
-  console.log(`ok ${stepNumber} ${name} (${Date.now() - started} ms)`);
 }
 
 /** A Standard Webhooks signature, computed independently of the page. */
@@ -101,11 +51,7 @@ function sign(secret, id, timestamp, body) {
   return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 
 let exitCode = 0;
 try {
@@ -234,7 +180,7 @@ try {
     }
   });
 
-  console.log(`all ${stepNumber} steps passed; screenshots in ${screenshotDir}`);
+  console.log(`all ${stepsPassed()} steps passed; screenshots in ${screenshotDir}`);
 } catch (error) {
   console.error(`FAIL ${error.message}`);
   exitCode = 1;

@@ -295,9 +295,14 @@ impl Api {
 
     /// POSTs an event and returns (status, body).
     pub async fn post_event(&self, tenant: &Tenant, body: Value) -> Result<(u16, Value)> {
+        self.post(tenant, "/v1/events", body).await
+    }
+
+    /// POSTs `body` to `path` with the tenant's API key and returns (status, body).
+    pub async fn post(&self, tenant: &Tenant, path: &str, body: Value) -> Result<(u16, Value)> {
         let response = self
             .http
-            .post(self.url("/v1/events"))
+            .post(self.url(path))
             .bearer_auth(&tenant.api_key)
             .json(&body)
             .send()

@@ -107,6 +107,12 @@ async fn events_are_listed_newest_first_page_by_page_and_filtered() -> anyhow::R
         "cursor=nonsense",
         "since=yesterday",
         "type=,",
+        "type=order%20paid",
+        "type=a,,b",
+        // Empty is not a time, a cursor or a number: the document says what each must be.
+        "since=",
+        "limit=",
+        "cursor=",
     ] {
         let (status, problem) = api.get(&tenant, &format!("/v1/events?{bad}")).await?;
         assert_eq!(status, 422, "{bad}: {problem}");

@@ -168,15 +168,19 @@ async fn slis_agree_with_the_attempt_history() -> anyhow::Result<()> {
 
     for (query, field) in [
         ("window=2h", "window"),
-        ("window=7d&granularity=minute", "granularity"),
         ("granularity=second", "granularity"),
         ("endpoint_id=nope", "endpoint_id"),
-        ("event_type=", "event_type"),
+        ("event_type=order%20paid", "event_type"),
     ] {
         let (status, problem) = api.get(&tenant, &format!("/v1/sli?{query}")).await?;
         assert_eq!(status, 422, "{query}: {problem}");
         assert_eq!(problem["field"], field, "{query}: {problem}");
     }
+    // Minutes over a week would be 10 080 points: served by the hour, and said so.
+    let (status, weekly) = api
+        .get(&tenant, "/v1/sli?window=7d&granularity=minute")
+        .await?;
+    assert_eq!((status, &weekly["granularity"]), (200, &json!("hour")));
     let (status, problem) = api.get(&tenant, "/v1/sli/breakdown?by=colour").await?;
     assert_eq!((status, problem["field"].clone()), (422, json!("by")));
 

@@ -1,0 +1,199 @@
+//! The OpenAPI schemas of the command routes' text fields, stating the rules of
+//! `validation` so that a client knows beforehand what is accepted; the tests below hold
+//! each pattern to its rule both ways.
+
+use crate::validation::{
+    MAX_DESCRIPTION_LENGTH, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TENANT_NAME_LENGTH, MAX_URL_LENGTH,
+};
+use herald_http::field_schemas::FREE_TEXT_PATTERN;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+/// An RFC 3986 URI: http or https; a host name (whose last label starts with a letter: URL
+/// parsers take a number there for an IPv4 address) or a dotted IPv4 address; an optional
+/// port; then path, query and fragment. `validation::endpoint_url` applies it, so that the
+/// document and the service agree exactly. (IPv6 literals are left out: name the host.)
+pub const ENDPOINT_URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5][0-9]{4}|[0-9]{1,4}))?(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?(?:\\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?(?:#(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$";
+
+/// Visible ASCII and inner spaces: what an HTTP header carries intact (servers strip
+/// leading and trailing spaces), without the control characters a key may not hold.
+pub const IDEMPOTENCY_KEY_HEADER_PATTERN: &str = "^[!-~](?:[ -~]{0,254}[!-~])?$";
+
+/// No control characters at all.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$";
+
+fn text(max_length: usize, pattern: &str, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(max_length))
+        .pattern(Some(pattern))
+        .description(Some(description))
+}
+
+/// An endpoint's URL.
+pub struct EndpointUrl;
+
+impl PartialSchema for EndpointUrl {
+    fn schema() -> RefOr<Schema> {
+        text(
+            MAX_URL_LENGTH,
+            ENDPOINT_URL_PATTERN,
+            "Where events are POSTed: http or https. Refused when the host is, or resolves \
+             to, an address receivers may not use (loopback, private, link-local, ...) unless \
+             the operator allows it; a host that does not resolve yet is accepted.",
+        )
+        .format(Some(SchemaFormat::Custom("uri".to_owned())))
+        .examples([serde_json::json!("https://example.com/webhooks")])
+        .into()
+    }
+}
+
+impl ToSchema for EndpointUrl {}
+
+/// A signing secret as written: `whsec_` and standard base64 of 24-64 bytes.
+pub struct SigningSecretText;
+
+impl PartialSchema for SigningSecretText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(herald_rules::signature::SECRET_PATTERN))
+            .description(Some(
+                "`whsec_` and standard base64 (padded) of 24-64 random bytes",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SigningSecretText {}
+
+/// An endpoint's description.
+pub struct Description;
+
+impl PartialSchema for Description {
+    fn schema() -> RefOr<Schema> {
+        text(
+            MAX_DESCRIPTION_LENGTH,
+            FREE_TEXT_PATTERN,
+            "Free text without control characters other than tab and line breaks",
+        )
+        .into()
+    }
+}
+
+impl ToSchema for Description {}
+
+/// A tenant's name.
+pub struct TenantName;
+
+impl PartialSchema for TenantName {
+    fn schema() -> RefOr<Schema> {
+        text(
+            MAX_TENANT_NAME_LENGTH,
+            "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$",
+            "A name for operators (need not be unique): free text with at least one visible character",
+        )
+        .into()
+    }
+}
+
+impl ToSchema for TenantName {}
+
+/// An idempotency key in the body.
+pub struct IdempotencyKey;
+
+impl PartialSchema for IdempotencyKey {
+    fn schema() -> RefOr<Schema> {
+        text(
+            MAX_IDEMPOTENCY_KEY_LENGTH,
+            IDEMPOTENCY_KEY_PATTERN,
+            "Repeat-safe key, kept at least 24 h; same as the `Idempotency-Key` header, and \
+             equal to it when both are sent",
+        )
+        .min_length(Some(1))
+        .into()
+    }
+}
+
+impl ToSchema for IdempotencyKey {}
+
+/// An idempotency key in the `Idempotency-Key` header.
+pub struct IdempotencyKeyHeader;
+
+impl PartialSchema for IdempotencyKeyHeader {
+    fn schema() -> RefOr<Schema> {
+        text(
+            MAX_IDEMPOTENCY_KEY_LENGTH,
+            IDEMPOTENCY_KEY_HEADER_PATTERN,
+            "Repeat-safe key, kept at least 24 h: printable ASCII",
+        )
+        .min_length(Some(1))
+        .into()
+    }
+}
+
+impl ToSchema for IdempotencyKeyHeader {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation;
+    use herald_rules::TargetGuard;
+    use proptest::prelude::*;
+
+    fn generated(pattern: &str) -> impl Strategy<Value = String> {
+        let unanchored = pattern.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(unanchored).expect("pattern")
+    }
+
+    fn everything_allowed() -> TargetGuard {
+        TargetGuard::from_list("0.0.0.0/0,::/0").expect("cidrs")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Every URL of the documented form is accepted where every target is allowed.
+        #[test]
+        fn documented_urls_are_accepted(url in generated(ENDPOINT_URL_PATTERN)) {
+            prop_assume!(url.len() <= MAX_URL_LENGTH);
+            let guard = everything_allowed();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let result = runtime.block_on(validation::endpoint_url(&url, &guard));
+            prop_assert!(result.is_ok(), "{:?}: {:?}", url, result);
+        }
+
+        #[test]
+        fn documented_idempotency_keys_are_accepted(key in generated(IDEMPOTENCY_KEY_PATTERN)) {
+            prop_assume!(key.chars().count() <= MAX_IDEMPOTENCY_KEY_LENGTH);
+            prop_assert!(validation::idempotency_key(&key).is_ok(), "{:?}", key);
+        }
+
+        #[test]
+        fn documented_header_keys_are_accepted(key in generated(IDEMPOTENCY_KEY_HEADER_PATTERN)) {
+            let value = axum::http::HeaderValue::from_str(&key).expect("a header value");
+            let text = value.to_str().expect("visible ASCII");
+            prop_assert!(validation::idempotency_key(text).is_ok(), "{:?}", key);
+        }
+
+        #[test]
+        fn documented_free_text_is_accepted(text in generated(FREE_TEXT_PATTERN)) {
+            prop_assume!(text.chars().count() <= MAX_DESCRIPTION_LENGTH);
+            prop_assert!(validation::free_text(&text, MAX_DESCRIPTION_LENGTH).is_ok(), "{:?}", text);
+        }
+
+        /// And what the rules refuse, the patterns refuse too.
+        #[test]
+        fn refused_text_does_not_fit_the_patterns(text in any::<String>()) {
+            let free_text = regex::Regex::new(FREE_TEXT_PATTERN).expect("pattern");
+            if validation::free_text(&text, usize::MAX).is_err() {
+                prop_assert!(!free_text.is_match(&text), "{:?}", text);
+            }
+            let key = regex::Regex::new(IDEMPOTENCY_KEY_PATTERN).expect("pattern");
+            if validation::idempotency_key(&text).is_err() && !text.is_empty() && text.chars().count() <= MAX_IDEMPOTENCY_KEY_LENGTH {
+                prop_assert!(!key.is_match(&text), "{:?}", text);
+            }
+        }
+    }
+}
