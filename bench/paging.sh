@@ -14,6 +14,7 @@ export HERALD_LISTEN_ADDR=127.0.0.1:18081
 export HERALD_NAMESPACE="paging_$$"
 export HERALD_CLICKHOUSE_DATABASE="herald_paging_$$"
 export RUST_LOG=warn
+export HERALD_SECRETS_KEY_FILE="$(scripts/secrets-key.sh)"
 server_url="$HERALD_DATABASE_URL"
 psql -X -q "$server_url" -c "CREATE DATABASE herald_paging_$$"
 export HERALD_DATABASE_URL="${server_url%/*}/herald_paging_$$"

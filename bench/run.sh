@@ -16,6 +16,7 @@ export HERALD_ALLOWED_TARGET_CIDRS=127.0.0.0/8
 export HERALD_LISTEN_ADDR=127.0.0.1:18080
 export HERALD_NAMESPACE="bench_$$"
 export HERALD_CLICKHOUSE_DATABASE="herald_bench_$$"
+export HERALD_SECRETS_KEY_FILE="$(scripts/secrets-key.sh)"
 export RUST_LOG=warn
 # A database of its own, dropped afterwards with the ClickHouse one: data left behind by
 # earlier runs measurably slows later ones.

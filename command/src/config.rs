@@ -14,6 +14,8 @@ pub struct CommandConfig {
     pub max_body_bytes: usize,
     /// How long a tenant's routing table is trusted without a change notice from the log.
     pub routing_cache_ttl_ms: u64,
+    /// Refuse `http://` endpoint URLs (production); off by default so local receivers work.
+    pub require_https: bool,
 }
 
 impl Default for CommandConfig {
@@ -23,6 +25,7 @@ impl Default for CommandConfig {
             allowed_target_cidrs: String::new(),
             max_body_bytes: 256 * 1024,
             routing_cache_ttl_ms: 30_000,
+            require_https: false,
         }
     }
 }

@@ -1,6 +1,10 @@
-//! `POST /v1/webhook_endpoints`: a tenant subscribes a receiver URL.
+//! `POST /v1/webhook_endpoints`: a tenant subscribes a receiver URL; and the rotation of its
+//! signing secret. Changing and deleting one: [`crate::endpoint_changes`].
 
-use crate::field_schemas::{Description, EndpointUrl, SigningSecretText};
+use crate::endpoint_headers;
+use crate::field_schemas::{
+    CustomHeaders, Description, EndpointUrl, SignatureSchemeName, SigningSecretText,
+};
 use crate::state::CommandState;
 use crate::validation;
 use axum::extract::{Path, State};
@@ -8,13 +12,15 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use herald_http::field_schemas::EventTypeName;
-use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
-use herald_rules::SigningSecret;
+use herald_http::{ApiError, ApiJson, ApiKeyCaller};
+use herald_rules::{Ed25519SigningKey, SigningSecret};
 use herald_schemas::{
     EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage, RateLimit,
-    RetryPolicyOverride,
+    RetryPolicyOverride, SignatureScheme,
 };
+use herald_store::endpoints::{SealedHeaders, SigningMaterial};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,6 +47,14 @@ pub struct CreateEndpoint {
     /// Deliver one event at a time, in the order events were accepted; a delivery being
     /// retried holds back the ones after it. Defaults to false (full concurrency).
     pub ordered: Option<bool>,
+    /// Static headers sent with every delivery, e.g. `{"Authorization": "Bearer …"}`. Values
+    /// are stored encrypted and never shown again; answers list only the names.
+    #[schema(value_type = Option<CustomHeaders>)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `v1` (default): HMAC-SHA256 with a `whsec_` secret the receiver holds too. `v1a`:
+    /// ed25519; Herald keeps the private key and the receiver verifies with `public_key`.
+    #[schema(value_type = Option<SignatureSchemeName>)]
+    pub signature_scheme: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,7 +84,7 @@ pub struct RetryPolicyRequest {
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
-fn validate_retry_policy(
+pub(crate) fn validate_retry_policy(
     request: Option<RetryPolicyRequest>,
 ) -> Result<Option<RetryPolicyOverride>, ApiError> {
     let Some(request) = request else {
@@ -133,7 +147,9 @@ pub struct RateLimitRequest {
 
 const MAX_RATE: u32 = 10_000;
 
-fn validate_rate_limit(request: Option<RateLimitRequest>) -> Result<Option<RateLimit>, ApiError> {
+pub(crate) fn validate_rate_limit(
+    request: Option<RateLimitRequest>,
+) -> Result<Option<RateLimit>, ApiError> {
     let Some(request) = request else {
         return Ok(None);
     };
@@ -156,13 +172,21 @@ fn validate_rate_limit(request: Option<RateLimitRequest>) -> Result<Option<RateL
     }))
 }
 
-/// An endpoint as created; the secret is shown here so the receiver can verify signatures.
+/// An endpoint as created; a `v1` secret is shown here (and on rotation) only, so the
+/// receiver can verify signatures.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointCreatedResponse {
     pub endpoint_id: uuid::Uuid,
     pub url: String,
     pub events: Option<Vec<String>>,
-    pub secret: String,
+    /// The `whsec_` secret of a `v1` endpoint; absent for `v1a`.
+    pub secret: Option<String>,
+    /// `v1` or `v1a`.
+    pub signature_scheme: String,
+    /// The `whpk_` key that verifies a `v1a` endpoint's signatures.
+    pub public_key: Option<String>,
+    /// Names of the custom headers; their values are never shown.
+    pub header_names: Vec<String>,
     pub enabled: bool,
     pub description: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -187,42 +211,56 @@ pub struct EndpointCreatedResponse {
 )]
 pub async fn create_endpoint(
     State(state): State<CommandState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    caller: ApiKeyCaller,
     ApiJson(request): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointCreatedResponse>), ApiError> {
-    let url = validation::endpoint_url(&request.url, &state.target_guard)
-        .await
-        .map_err(|error| ApiError::invalid("url", error.to_string()))?;
+    let tenant_id = caller.tenant_id;
+    let url = checked_url(&state, &request.url).await?;
     let event_types = validate_event_types(request.events)?;
-    let secret = match request.secret.as_deref() {
-        Some(text) => SigningSecret::parse(text)
-            .map_err(|error| ApiError::invalid("secret", error.to_string()))?,
-        None => SigningSecret::generate(),
+    let scheme = match request.signature_scheme.as_deref() {
+        None => SignatureScheme::HmacSha256,
+        Some(text) => SignatureScheme::parse(text)
+            .ok_or_else(|| ApiError::invalid("signature_scheme", "must be `v1` or `v1a`"))?,
     };
+    let signing = NewSigning::for_scheme(scheme, request.secret.as_deref())?;
     let rate_limit = validate_rate_limit(request.rate_limit)?;
     let retry_policy = validate_retry_policy(request.retry_policy)?;
-    let description = request.description.filter(|text| !text.trim().is_empty());
-    if let Some(text) = &description {
-        validation::free_text(text, validation::MAX_DESCRIPTION_LENGTH)
-            .map_err(|error| ApiError::invalid("description", error.to_string()))?;
+    let description = checked_description(request.description)?;
+    let endpoint_id = EndpointId::generate();
+    let mut headers = SealedHeaders::default();
+    for (name, value) in request.headers.unwrap_or_default() {
+        checked_header(&name, Some(&value))?;
+        headers.set(&state.vault, endpoint_id, &name, &value);
     }
+    checked_header_count(headers.len())?;
+    let now = Utc::now();
     let snapshot = EndpointSnapshot {
-        endpoint_id: EndpointId::generate(),
+        endpoint_id,
         tenant_id,
-        url: url.to_string(),
+        url,
         event_types,
         enabled: request.enabled.unwrap_or(true),
         description,
         rate_limit,
         retry_policy,
         ordered: request.ordered.unwrap_or(false),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
+        header_names: headers.names(),
+        signature_scheme: scheme,
+        created_at: now,
+        updated_at: now,
     };
     let mut transaction = state.pool.begin().await?;
-    herald_store::endpoints::insert(&mut transaction, &snapshot, &secret.expose()).await?;
+    herald_store::endpoints::insert(
+        &mut transaction,
+        &state.vault,
+        &snapshot,
+        signing.material().as_material(),
+        &headers,
+    )
+    .await?;
     let message = LogMessage::EndpointCreated(EndpointCreated {
         endpoint: snapshot.clone(),
+        actor: caller.actor(),
     });
     let staged = crate::stage_config_change(&mut transaction, &state, tenant_id, &message).await?;
     transaction.commit().await?;
@@ -232,7 +270,10 @@ pub async fn create_endpoint(
         endpoint_id: snapshot.endpoint_id.as_uuid(),
         url: snapshot.url.clone(),
         events: snapshot.event_types.clone(),
-        secret: secret.expose(),
+        secret: signing.shown_secret(),
+        signature_scheme: scheme.as_str().to_owned(),
+        public_key: signing.public_key(),
+        header_names: snapshot.header_names.clone(),
         enabled: snapshot.enabled,
         description: snapshot.description.clone(),
         rate_limit,
@@ -245,7 +286,124 @@ pub async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-fn validate_event_types(events: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
+/// A new signing secret or key pair, before it is sealed.
+enum NewSigning {
+    Hmac(SigningSecret),
+    Ed25519(Ed25519SigningKey),
+}
+
+/// The texts [`herald_store::endpoints::SigningMaterial`] borrows.
+struct OwnedMaterial {
+    secret: String,
+    public_key: Option<String>,
+}
+
+impl OwnedMaterial {
+    fn as_material(&self) -> SigningMaterial<'_> {
+        SigningMaterial {
+            secret: &self.secret,
+            public_key: self.public_key.as_deref(),
+        }
+    }
+}
+
+impl NewSigning {
+    /// The given `v1` secret, or new material for `scheme`; a `v1a` key pair is always
+    /// Herald's to make.
+    fn for_scheme(scheme: SignatureScheme, secret: Option<&str>) -> Result<Self, ApiError> {
+        match (scheme, secret) {
+            (SignatureScheme::HmacSha256, Some(text)) => {
+                Ok(Self::Hmac(SigningSecret::parse(text).map_err(|error| {
+                    ApiError::invalid("secret", error.to_string())
+                })?))
+            }
+            (SignatureScheme::HmacSha256, None) => Ok(Self::Hmac(SigningSecret::generate())),
+            (SignatureScheme::Ed25519, None) => Ok(Self::Ed25519(Ed25519SigningKey::generate())),
+            (SignatureScheme::Ed25519, Some(_)) => Err(ApiError::invalid(
+                "secret",
+                "a `v1a` (ed25519) endpoint's key pair is made by Herald; leave `secret` out",
+            )),
+        }
+    }
+
+    fn material(&self) -> OwnedMaterial {
+        match self {
+            Self::Hmac(secret) => OwnedMaterial {
+                secret: secret.expose(),
+                public_key: None,
+            },
+            Self::Ed25519(key) => OwnedMaterial {
+                secret: key.expose(),
+                public_key: Some(key.public_key()),
+            },
+        }
+    }
+
+    /// What the tenant is shown: an HMAC secret (it must hold it to verify); never a
+    /// private key.
+    fn shown_secret(&self) -> Option<String> {
+        match self {
+            Self::Hmac(secret) => Some(secret.expose()),
+            Self::Ed25519(_) => None,
+        }
+    }
+
+    fn public_key(&self) -> Option<String> {
+        match self {
+            Self::Hmac(_) => None,
+            Self::Ed25519(key) => Some(key.public_key()),
+        }
+    }
+}
+
+/// An endpoint URL that passes the SSRF guard and, with `HERALD_REQUIRE_HTTPS`, is `https`.
+pub(crate) async fn checked_url(state: &CommandState, text: &str) -> Result<String, ApiError> {
+    let url = validation::endpoint_url(text, &state.target_guard)
+        .await
+        .map_err(|error| ApiError::invalid("url", error.to_string()))?;
+    if state.require_https && url.scheme() != "https" {
+        return Err(ApiError::invalid(
+            "url",
+            "must be an https:// URL: this Herald refuses plain http (HERALD_REQUIRE_HTTPS)",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// A description to store: blank counts as none.
+pub(crate) fn checked_description(text: Option<String>) -> Result<Option<String>, ApiError> {
+    let description = text.filter(|text| !text.trim().is_empty());
+    if let Some(text) = &description {
+        validation::free_text(text, validation::MAX_DESCRIPTION_LENGTH)
+            .map_err(|error| ApiError::invalid("description", error.to_string()))?;
+    }
+    Ok(description)
+}
+
+/// A custom header to set (`value` given) or remove.
+pub(crate) fn checked_header(name: &str, value: Option<&str>) -> Result<(), ApiError> {
+    endpoint_headers::check_name(name)
+        .map_err(|error| ApiError::invalid(format!("headers.{name}"), error.to_string()))?;
+    if let Some(value) = value {
+        endpoint_headers::check_value(value)
+            .map_err(|error| ApiError::invalid(format!("headers.{name}"), error.to_string()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn checked_header_count(count: usize) -> Result<(), ApiError> {
+    if count > endpoint_headers::MAX_HEADERS {
+        return Err(ApiError::invalid(
+            "headers",
+            endpoint_headers::InvalidHeader::TooMany.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_event_types(
+    events: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, ApiError> {
     let Some(mut events) = events else {
         return Ok(None);
     };
@@ -274,7 +432,8 @@ const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    /// The new `whsec_…` secret; generated when absent.
+    /// The new `whsec_…` secret of a `v1` endpoint; generated when absent. A `v1a` endpoint
+    /// always gets a new key pair from Herald.
     #[schema(value_type = Option<SigningSecretText>)]
     pub secret: Option<String>,
     /// How long deliveries stay signed with the previous secret too (default 86400).
@@ -286,8 +445,10 @@ pub struct RotateSecret {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SecretRotated {
     pub endpoint_id: uuid::Uuid,
-    /// The new secret.
-    pub secret: String,
+    /// The new `whsec_` secret of a `v1` endpoint.
+    pub secret: Option<String>,
+    /// The new `whpk_` public key of a `v1a` endpoint.
+    pub public_key: Option<String>,
     /// Until then deliveries carry signatures by both the new and the previous secret.
     pub previous_secret_expires_at: DateTime<Utc>,
 }
@@ -306,19 +467,15 @@ pub struct SecretRotated {
 )]
 pub async fn rotate_secret(
     State(state): State<CommandState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    caller: ApiKeyCaller,
     Path(endpoint_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<SecretRotated>, ApiError> {
+    let tenant_id = caller.tenant_id;
     let endpoint_id = endpoint_id
         .parse::<EndpointId>()
         .map_err(|_| ApiError::invalid("endpoint_id", "must be a UUID"))?;
     let request: RotateSecret = herald_http::json_body::parse_optional(&body)?;
-    let secret = match request.secret.as_deref() {
-        Some(text) => SigningSecret::parse(text)
-            .map_err(|error| ApiError::invalid("secret", error.to_string()))?,
-        None => SigningSecret::generate(),
-    };
     let grace = request
         .grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_SECONDS);
@@ -331,25 +488,35 @@ pub async fn rotate_secret(
     let rotated_at = Utc::now();
     let previous_secret_expires_at = rotated_at + chrono::Duration::seconds(i64::from(grace));
     let mut transaction = state.pool.begin().await?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "endpoint {endpoint_id} does not exist for this tenant"
+        ))
+    };
+    let scheme =
+        herald_store::endpoints::signature_scheme(&mut transaction, tenant_id, endpoint_id)
+            .await?
+            .ok_or_else(not_found)?;
+    let signing = NewSigning::for_scheme(scheme, request.secret.as_deref())?;
     let rotated = herald_store::endpoints::rotate_secret(
         &mut transaction,
+        &state.vault,
         tenant_id,
         endpoint_id,
-        &secret.expose(),
+        signing.material().as_material(),
         rotated_at,
         previous_secret_expires_at,
     )
     .await?;
     if !rotated {
-        return Err(ApiError::NotFound(format!(
-            "endpoint {endpoint_id} does not exist for this tenant"
-        )));
+        return Err(not_found());
     }
     let message = LogMessage::EndpointSecretRotated(EndpointSecretRotated {
         endpoint_id,
         tenant_id,
         rotated_at,
         previous_secret_expires_at,
+        actor: caller.actor(),
     });
     let staged = crate::stage_config_change(&mut transaction, &state, tenant_id, &message).await?;
     transaction.commit().await?;
@@ -357,7 +524,8 @@ pub async fn rotate_secret(
     state.outbox.send(staged).await;
     Ok(Json(SecretRotated {
         endpoint_id: endpoint_id.as_uuid(),
-        secret: secret.expose(),
+        secret: signing.shown_secret(),
+        public_key: signing.public_key(),
         previous_secret_expires_at,
     }))
 }

@@ -57,6 +57,7 @@ pub struct EventAcceptedResponse {
         (status = 409, description = "Idempotency key used for a different request, or a `target_endpoints` entry names a disabled endpoint", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 413, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 422, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's ingest rate limit; `Retry-After` says when to try again", body = herald_http::ProblemDetails, content_type = "application/problem+json"),
         (status = 503, body = herald_http::ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -67,6 +68,7 @@ pub async fn create_event(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
+    state.ingest_limits.admit(tenant_id).await?;
     validation::event_type(&request.event_type)
         .map_err(|error| ApiError::invalid("type", error.to_string()))?;
     if request.payload.get() == "null" {

@@ -135,6 +135,110 @@ impl PartialSchema for IdempotencyKeyHeader {
 
 impl ToSchema for IdempotencyKeyHeader {}
 
+/// An endpoint's custom headers as requested: names (RFC 9110 tokens, not Herald's own) to
+/// values. In a PATCH a `null` value removes that header.
+pub struct CustomHeaders;
+
+/// [`CustomHeaders`] in a PATCH, where a value may be `null`.
+pub struct CustomHeadersChange;
+
+fn headers_schema(nullable_values: bool) -> RefOr<Schema> {
+    let value: RefOr<Schema> = if nullable_values {
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("CustomHeaderValue"))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .into()
+    } else {
+        utoipa::openapi::Ref::from_schema_name("CustomHeaderValue").into()
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::endpoint_headers::NAME_PATTERN)),
+        ))
+        .additional_properties(Some(value))
+        .max_properties(Some(crate::endpoint_headers::MAX_HEADERS))
+        .description(Some(
+            "Header names are RFC 9110 tokens; `webhook-*`, `content-*`, `host`, `user-agent`, \
+             `traceparent` and connection headers are Herald's and refused. Values are stored \
+             encrypted and never shown again.",
+        ))
+        .into()
+}
+
+impl PartialSchema for CustomHeaders {
+    fn schema() -> RefOr<Schema> {
+        headers_schema(false)
+    }
+}
+
+impl ToSchema for CustomHeaders {}
+
+impl PartialSchema for CustomHeadersChange {
+    fn schema() -> RefOr<Schema> {
+        headers_schema(true)
+    }
+}
+
+impl ToSchema for CustomHeadersChange {}
+
+/// A custom header's value.
+pub struct CustomHeaderValue;
+
+/// Printable ASCII (tab allowed inside), no leading or trailing blank.
+pub const HEADER_VALUE_PATTERN: &str = "^[!-~](?:[ -~\\t]*[!-~])?$";
+
+impl PartialSchema for CustomHeaderValue {
+    fn schema() -> RefOr<Schema> {
+        text(
+            crate::endpoint_headers::MAX_VALUE_BYTES,
+            HEADER_VALUE_PATTERN,
+            "Printable ASCII, without leading or trailing blanks",
+        )
+        .min_length(Some(1))
+        .into()
+    }
+}
+
+impl ToSchema for CustomHeaderValue {}
+
+/// How deliveries are signed.
+pub struct SignatureSchemeName;
+
+impl PartialSchema for SignatureSchemeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["v1", "v1a"]))
+            .description(Some(
+                "`v1`: HMAC-SHA256 with a shared `whsec_` secret. `v1a`: ed25519, verified \
+                 with the endpoint's `whpk_` public key.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SignatureSchemeName {}
+
+/// An API key's scope.
+pub struct ApiKeyScopeName;
+
+impl PartialSchema for ApiKeyScopeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                herald_schemas::ApiKeyScope::ALL.map(herald_schemas::ApiKeyScope::as_str),
+            ))
+            .description(Some("`read`: every GET. `write`: every other request."))
+            .into()
+    }
+}
+
+impl ToSchema for ApiKeyScopeName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

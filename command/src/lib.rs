@@ -3,7 +3,7 @@
 //!
 //! - **Events** are validated, routed to the tenant's endpoints (ADR 0001) and appended to the
 //!   log; the answer is 202 only once the log has acknowledged the append (ADR 0010).
-//! - **Configuration** (tenants, endpoints, secret rotations) is written to Postgres, its
+//! - **Configuration** (tenants, API keys, endpoints, secret rotations) is written to Postgres, its
 //!   source of truth, and the change's log message is staged in `log_outbox` in the same
 //!   transaction ([`herald_log::outbox`], ADR 0009). After the commit the request appends the
 //!   message and removes it from the outbox; if that fails, or the process dies first, the
@@ -12,11 +12,15 @@
 //! - This process's routing cache is refreshed at once by its own changes and by the config
 //!   messages other processes append ([`follow_config_changes`]).
 
+pub mod api_keys;
 pub mod config;
+pub mod endpoint_changes;
+pub mod endpoint_headers;
 pub mod endpoints;
 pub mod events;
 pub mod field_schemas;
 pub mod idempotency;
+pub mod ingest_limit;
 pub mod routing;
 pub mod state;
 pub mod tenants;
@@ -26,7 +30,7 @@ pub use config::CommandConfig;
 pub use state::CommandState;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
+use axum::routing::{delete, patch, post};
 use axum::{Extension, Router};
 use herald_http::json_body::BodyLimit;
 use herald_schemas::{LogMessage, TenantId};
@@ -36,19 +40,47 @@ use tokio_util::sync::CancellationToken;
 #[openapi(
     paths(
         tenants::create_tenant,
+        tenants::list_tenants,
+        tenants::update_tenant,
+        api_keys::create_api_key,
+        api_keys::list_api_keys,
+        api_keys::revoke_api_key,
         endpoints::create_endpoint,
+        endpoint_changes::update_endpoint,
+        endpoint_changes::delete_endpoint,
         endpoints::rotate_secret,
         events::create_event
     ),
-    // A header parameter does not bring its schema along.
-    components(schemas(herald_http::ProblemDetails, field_schemas::IdempotencyKeyHeader))
+    // A header parameter does not bring its schema along, nor does a schema referred to by
+    // name from a hand-written one.
+    components(schemas(
+        herald_http::ProblemDetails,
+        field_schemas::IdempotencyKeyHeader,
+        field_schemas::CustomHeaderValue
+    ))
 )]
 pub struct CommandApi;
 
 pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/admin/v1/tenants", post(tenants::create_tenant))
+        .route(
+            "/admin/v1/tenants",
+            post(tenants::create_tenant).get(tenants::list_tenants),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant_id}",
+            patch(tenants::update_tenant),
+        )
+        .route(
+            "/v1/api_keys",
+            post(api_keys::create_api_key).get(api_keys::list_api_keys),
+        )
+        .route("/v1/api_keys/{key_id}", delete(api_keys::revoke_api_key))
         .route("/v1/webhook_endpoints", post(endpoints::create_endpoint))
+        .route(
+            "/v1/webhook_endpoints/{endpoint_id}",
+            patch(endpoint_changes::update_endpoint).delete(endpoint_changes::delete_endpoint),
+        )
         .route(
             "/v1/webhook_endpoints/{endpoint_id}/secret/rotate",
             post(endpoints::rotate_secret),
@@ -84,6 +116,29 @@ pub async fn follow_config_changes(
         if let Some((tenant_id, _)) = message.changed_endpoint() {
             state.routing.invalidate(tenant_id);
         }
+        if let Some(tenant_id) = message.changed_credentials() {
+            state.authenticator.forget_tenant(tenant_id);
+            state.ingest_limits.forget(tenant_id);
+        }
     })
     .await;
+}
+
+/// How often previous signing secrets whose grace period has ended are erased.
+const SECRET_ERASURE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Erases rotated-out signing secrets once their grace period ends, until `shutdown`.
+/// Delivery stops signing with one at that moment anyway; this takes it out of storage.
+pub async fn erase_expired_secrets(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    loop {
+        match herald_store::endpoints::erase_expired_previous_secrets(&pool).await {
+            Ok(0) => {}
+            Ok(erased) => tracing::info!(erased, "previous signing secrets erased"),
+            Err(error) => tracing::warn!(%error, "could not erase expired previous secrets"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SECRET_ERASURE_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

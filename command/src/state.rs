@@ -2,6 +2,7 @@
 
 use crate::config::CommandConfig;
 use crate::idempotency::IdempotencyKeys;
+use crate::ingest_limit::IngestLimits;
 use crate::routing::RoutingTable;
 use axum::extract::FromRef;
 use herald_http::admin::AdminToken;
@@ -10,6 +11,7 @@ use herald_log::outbox::Outbox;
 use herald_log::LogPublisher;
 use herald_rules::target_guard::InvalidCidr;
 use herald_rules::TargetGuard;
+use herald_store::secrets_vault::SecretsVault;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -28,11 +30,20 @@ pub struct Shared {
     pub authenticator: Arc<TenantAuthenticator>,
     pub target_guard: TargetGuard,
     pub admin: Arc<AdminToken>,
+    /// Seals endpoint secrets and header values before they are stored.
+    pub vault: Arc<SecretsVault>,
+    pub ingest_limits: IngestLimits,
+    /// `HERALD_REQUIRE_HTTPS`: endpoint URLs must be `https://`.
+    pub require_https: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("HERALD_ALLOWED_TARGET_CIDRS: {0}")]
-pub struct InvalidConfig(#[from] InvalidCidr);
+pub enum InvalidConfig {
+    #[error("HERALD_ALLOWED_TARGET_CIDRS: {0}")]
+    TargetCidrs(#[from] InvalidCidr),
+    #[error("no master key for endpoint secrets (HERALD_SECRETS_KEY or HERALD_SECRETS_KEY_FILE)")]
+    NoVault,
+}
 
 impl CommandState {
     pub fn new(
@@ -40,6 +51,7 @@ impl CommandState {
         pool: PgPool,
         publisher: LogPublisher,
         authenticator: Arc<TenantAuthenticator>,
+        vault: Arc<SecretsVault>,
     ) -> Result<Self, InvalidConfig> {
         let target_guard = TargetGuard::from_list(&config.allowed_target_cidrs)?;
         let admin = AdminToken::new(
@@ -55,7 +67,10 @@ impl CommandState {
             ),
             outbox: Outbox::new(pool.clone(), publisher.clone()),
             idempotency: IdempotencyKeys::new(&pool),
+            ingest_limits: IngestLimits::new(pool.clone()),
             pool,
+            vault,
+            require_https: config.require_https,
             publisher,
             authenticator,
             target_guard,

@@ -279,10 +279,13 @@ impl AttemptRunner {
                 drop(slot);
                 report
             }
-            (Verdict::EndpointUnavailable | Verdict::Send | Verdict::Ask(_), _) => {
+            (Verdict::EndpointUnavailable | Verdict::Send | Verdict::Ask(_), target) => {
                 SendReport::not_sent(
                     ErrorClass::EndpointUnavailable,
-                    "the endpoint was deleted or disabled",
+                    match target {
+                        None => "the endpoint was deleted",
+                        Some(_) => "the endpoint is disabled",
+                    },
                 )
             }
         };
@@ -314,7 +317,8 @@ impl AttemptRunner {
                 event_type: &job.event.event_type,
                 payload: &job.event.payload,
                 trace_id: &job.event.trace_id,
-                secrets: &target.secrets,
+                signers: &target.signers,
+                headers: &target.headers,
             })
             .await;
         let transition = self

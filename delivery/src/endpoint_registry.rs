@@ -2,13 +2,14 @@
 //! transactional data in Postgres; workers keep a short-lived copy so that a busy endpoint
 //! costs one query per TTL, not one per delivery.
 
-use crate::signature::SigningSecret;
+use crate::signature::WebhookSigner;
 use chrono::Utc;
 use herald_log::outbox::Outbox;
 use herald_schemas::{
     EndpointDisabled, EndpointId, LogMessage, RateLimit, RetryPolicyOverride, TenantId,
 };
-use herald_store::endpoints;
+use herald_store::endpoints::{self, DeliveryEndpointError};
+use herald_store::secrets_vault::SecretsVault;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 pub struct EndpointTarget {
     pub url: String,
     /// The current secret first; during a rotation's grace period also the previous one.
-    pub secrets: Vec<SigningSecret>,
+    pub signers: Vec<WebhookSigner>,
+    /// Custom headers sent with every delivery.
+    pub headers: Vec<(String, String)>,
     pub enabled: bool,
     pub rate_limit: Option<RateLimit>,
     pub retry_policy: Option<RetryPolicyOverride>,
@@ -32,6 +35,7 @@ type CachedTarget = (Option<Arc<EndpointTarget>>, Instant);
 
 pub struct EndpointRegistry {
     pool: PgPool,
+    vault: Arc<SecretsVault>,
     ttl: Duration,
     cache: RwLock<HashMap<EndpointId, CachedTarget>>,
 }
@@ -40,12 +44,15 @@ pub struct EndpointRegistry {
 pub enum RegistryError {
     #[error("could not read or change endpoint configuration: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Unreadable(#[from] DeliveryEndpointError),
 }
 
 impl EndpointRegistry {
-    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(pool: PgPool, vault: Arc<SecretsVault>, ttl: Duration) -> Self {
         Self {
             pool,
+            vault,
             ttl,
             cache: RwLock::new(HashMap::new()),
         }
@@ -59,21 +66,22 @@ impl EndpointRegistry {
         if let Some(target) = self.cached(endpoint_id) {
             return Ok(target);
         }
-        let row = endpoints::for_delivery(&self.pool, endpoint_id).await?;
+        let row = endpoints::for_delivery(&self.pool, &self.vault, endpoint_id).await?;
         let target = row.and_then(|row| {
-            let mut secrets = Vec::with_capacity(2);
+            let mut signers = Vec::with_capacity(2);
             for text in std::iter::once(row.secret).chain(row.previous_secret) {
-                match SigningSecret::parse(&text) {
-                    Ok(secret) => secrets.push(secret),
+                match WebhookSigner::parse(&text) {
+                    Ok(signer) => signers.push(signer),
                     Err(error) => {
                         tracing::error!(%endpoint_id, %error, "stored endpoint secret is unreadable")
                     }
                 }
             }
-            (!secrets.is_empty()).then(|| {
+            (!signers.is_empty()).then(|| {
                 Arc::new(EndpointTarget {
                     url: row.url,
-                    secrets,
+                    signers,
+                    headers: row.headers,
                     enabled: row.enabled,
                     rate_limit: row.rate_limit,
                     retry_policy: row.retry_policy,
@@ -107,6 +115,7 @@ impl EndpointRegistry {
             tenant_id,
             reason: reason.clone(),
             disabled_at,
+            actor: herald_schemas::Actor::Herald,
         });
         let mut transaction = self.pool.begin().await?;
         let updated = endpoints::disable_on_gone(&mut transaction, endpoint_id, &reason).await?;

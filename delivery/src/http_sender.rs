@@ -6,7 +6,7 @@ use crate::classify::{
     classify_status, classify_transport_error, parse_retry_after, ResolveFailed,
 };
 use crate::retry_policy::AttemptResult;
-use crate::signature::SigningSecret;
+use crate::signature::WebhookSigner;
 use crate::target_guard::TargetGuard;
 use chrono::{DateTime, Utc};
 use herald_schemas::{ErrorClass, EventId};
@@ -64,7 +64,9 @@ pub struct Webhook<'a> {
     pub payload: &'a RawValue,
     pub trace_id: &'a str,
     /// Each signs the message; receivers accept any one of the signatures.
-    pub secrets: &'a [SigningSecret],
+    pub signers: &'a [WebhookSigner],
+    /// The endpoint's custom headers; Herald's own headers win over them.
+    pub headers: &'a [(String, String)],
 }
 
 #[derive(Serialize)]
@@ -164,12 +166,21 @@ impl HttpSender {
         .unwrap_or_default();
         let webhook_id = webhook.event_id.to_string();
         let signature = webhook
-            .secrets
+            .signers
             .iter()
-            .map(|secret| secret.sign(&webhook_id, timestamp, &body))
+            .map(|signer| signer.sign(&webhook_id, timestamp, &body))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut headers = HeaderMap::with_capacity(7);
+        let mut headers = HeaderMap::with_capacity(7 + webhook.headers.len());
+        for (name, value) in webhook.headers {
+            // Validated when they were set; a header that no longer parses is left out.
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(
             USER_AGENT,
@@ -317,7 +328,10 @@ mod tests {
                 event_type: "t",
                 payload: &payload,
                 trace_id: "0af7651916cd43dd8448eb211c80319c",
-                secrets: &[SigningSecret::generate()],
+                signers: &[WebhookSigner::Hmac(
+                    crate::signature::SigningSecret::generate(),
+                )],
+                headers: &[],
             })
             .await
     }

@@ -65,6 +65,7 @@ pub async fn run(
     config: DeliveryConfig,
     publisher: LogPublisher,
     pool: PgPool,
+    vault: Arc<herald_store::secrets_vault::SecretsVault>,
     shutdown: CancellationToken,
 ) -> Result<(), DeliveryError> {
     let guard = TargetGuard::from_list(&config.allowed_target_cidrs)
@@ -91,6 +92,7 @@ pub async fn run(
         sender,
         EndpointRegistry::new(
             pool.clone(),
+            vault,
             Duration::from_millis(config.endpoint_cache_ttl_ms),
         ),
         publisher.clone(),

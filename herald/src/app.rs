@@ -46,6 +46,10 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] InvalidConfig),
     #[error(transparent)]
+    Secrets(#[from] crate::config::ConfigError),
+    #[error("could not seal the endpoint secrets stored in the clear: {0}")]
+    Seal(sqlx::Error),
+    #[error(transparent)]
     Service(#[from] ServiceFailed),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -75,8 +79,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // The services that read or write endpoint secrets need the master keys; checked before
+    // anything else so that a missing key is the first thing an operator hears of.
+    let handles_secrets = service.includes(Service::Command) || service.includes(Service::Delivery);
+    let vault = match handles_secrets {
+        true => Some(config.secrets.vault()?),
+        false => None,
+    };
     let stack = Stack::connect(&config.stack).await?;
     migrate(&config.stack, &stack).await?;
+    if let Some(vault) = &vault {
+        seal_plaintext_secrets(&stack.pool, vault).await?;
+    }
     let publisher = LogPublisher::new(stack.jetstream.clone(), stack.namespace.clone());
     let authenticator = TenantAuthenticator::new(stack.pool.clone());
     let mut router = Router::new()
@@ -96,6 +110,7 @@ pub async fn run(
             stack.pool.clone(),
             publisher.clone(),
             authenticator.clone(),
+            vault.clone().ok_or(InvalidConfig::NoVault)?,
         )?;
         router = router.merge(herald_command::router(
             state.clone(),
@@ -108,6 +123,31 @@ pub async fn run(
                 stack.nats.clone(),
                 shutdown.clone(),
             )),
+        ));
+        background.spawn(background_task(
+            "secret eraser",
+            infallible(herald_command::erase_expired_secrets(
+                stack.pool.clone(),
+                shutdown.clone(),
+            )),
+        ));
+    }
+    // A query-only process authenticates too: it drops revoked keys and suspended tenants
+    // when the log says so.
+    if service.includes(Service::Query) && !service.includes(Service::Command) {
+        let (authenticator, nats, shutdown) =
+            (authenticator.clone(), stack.nats.clone(), shutdown.clone());
+        let subject = publisher.namespace().config_filter();
+        background.spawn(background_task(
+            "credential follower",
+            infallible(async move {
+                herald_log::follow(nats, subject, shutdown, |message| {
+                    if let Some(tenant_id) = message.changed_credentials() {
+                        authenticator.forget_tenant(tenant_id);
+                    }
+                })
+                .await
+            }),
         ));
     }
     // Whoever stages configuration changes also relays those left unappended.
@@ -141,6 +181,7 @@ pub async fn run(
             config.delivery.clone(),
             publisher.clone(),
             stack.pool.clone(),
+            vault.clone().ok_or(InvalidConfig::NoVault)?,
             shutdown.clone(),
         );
         background.spawn(background_task("delivery service", run));
@@ -194,6 +235,29 @@ pub async fn run(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Seals secrets an earlier Herald stored in the clear, so that none stays readable in
+/// Postgres once this release runs. Idempotent: a value already sealed is left alone.
+async fn seal_plaintext_secrets(
+    pool: &sqlx::PgPool,
+    vault: &herald_store::secrets_vault::SecretsVault,
+) -> Result<(), RunError> {
+    let plaintext = herald_store::endpoints::values_by_key(pool)
+        .await
+        .map_err(RunError::Seal)?
+        .into_iter()
+        .any(|(key_id, count)| key_id == "plaintext" && count > 0);
+    if plaintext {
+        let report = herald_store::endpoints::reseal_plaintext(pool, vault)
+            .await
+            .map_err(RunError::Seal)?;
+        tracing::info!(
+            endpoints = report.endpoints_resealed,
+            "endpoint secrets stored in the clear are sealed now"
+        );
+    }
+    Ok(())
 }
 
 /// A background service's task: it ends with the service's name, or with why it failed.

@@ -82,9 +82,60 @@ impl StackConfig {
     }
 }
 
+/// The master keys that seal endpoint secrets and custom header values at rest. The command
+/// and delivery services need them; `make run` generates a key file in `.stack/`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SecretsConfig {
+    /// `<key_id>:<base64 of 32 bytes>`, several separated by commas, the current one first.
+    pub secrets_key: Option<secrecy::SecretString>,
+    /// A file of such keys, one per line; read again when a value sealed under a key this
+    /// process does not know turns up (a rotation made by another process).
+    pub secrets_key_file: Option<std::path::PathBuf>,
+}
+
+impl SecretsConfig {
+    /// The vault of the configured keys; an error when none are configured.
+    pub fn vault(
+        &self,
+    ) -> Result<std::sync::Arc<herald_store::secrets_vault::SecretsVault>, ConfigError> {
+        use herald_store::secrets_vault::SecretsVault;
+        use secrecy::ExposeSecret;
+        // An empty value counts as unset, so that one can be switched off in an environment
+        // that sets it.
+        let inline = self
+            .secrets_key
+            .as_ref()
+            .filter(|text| !text.expose_secret().trim().is_empty());
+        let file = self
+            .secrets_key_file
+            .as_ref()
+            .filter(|path| !path.as_os_str().is_empty());
+        let vault = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "set HERALD_SECRETS_KEY or HERALD_SECRETS_KEY_FILE, not both".to_owned(),
+                ))
+            }
+            (Some(text), None) => SecretsVault::from_text(text.expose_secret()),
+            (None, Some(path)) => SecretsVault::from_file(path),
+            (None, None) => {
+                return Err(ConfigError(
+                    "Herald stores endpoint secrets encrypted and needs a master key: set \
+                     HERALD_SECRETS_KEY_FILE (`make run` keeps one in .stack/secrets.key) or \
+                     HERALD_SECRETS_KEY; `herald secrets generate-key` prints a new key"
+                        .to_owned(),
+                ))
+            }
+        };
+        vault.map_err(|error| ConfigError(error.to_string()))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct HeraldConfig {
     pub stack: StackConfig,
+    pub secrets: SecretsConfig,
     pub command: CommandConfig,
     pub delivery: DeliveryConfig,
     pub projector: ProjectorConfig,
@@ -119,6 +170,7 @@ impl HeraldConfig {
         }
         Ok(Self {
             stack,
+            secrets: figment.extract().map_err(extract_error)?,
             command: figment.extract().map_err(extract_error)?,
             delivery: figment.extract().map_err(extract_error)?,
             projector,

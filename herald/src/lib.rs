@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod rebuild;
 pub mod receiver_contract;
 pub mod reconcile;
+pub mod secrets_admin;
 pub mod stack;
 
 pub use app::{run, Service};

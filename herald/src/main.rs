@@ -39,6 +39,11 @@ enum Task {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Master keys that seal endpoint secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        task: SecretsTask,
+    },
     /// Rebuild a read model from the log while live traffic goes on, then switch over.
     Rebuild {
         #[arg(long, value_enum)]
@@ -55,6 +60,19 @@ enum Task {
         #[arg(long, default_value = "24h")]
         since: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsTask {
+    /// Print a new master key (`<key_id>:<base64>`) for HERALD_SECRETS_KEY or a key file.
+    GenerateKey,
+    /// Make a new key current and seal every stored secret again under it. With
+    /// HERALD_SECRETS_KEY_FILE the new key is generated into the file (processes reading it
+    /// pick it up); with HERALD_SECRETS_KEY put the new key first in every process's value
+    /// before running this.
+    RotateKey,
+    /// Count stored secrets per master key, and name the keys none of them needs any more.
+    Status,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -130,6 +148,42 @@ async fn main() -> anyhow::Result<()> {
                 found.differences.len()
             );
             std::process::exit(if found.differences.is_empty() { 0 } else { 1 });
+        }
+        Task::Secrets { task } => {
+            if let SecretsTask::GenerateKey = task {
+                println!("{}", herald::secrets_admin::generate_key());
+                return Ok(());
+            }
+            let stack = herald::stack::Stack::connect(&config.stack).await?;
+            herald::migrate::migrate(&config.stack, &stack).await?;
+            if let SecretsTask::RotateKey = task {
+                let rotation =
+                    herald::secrets_admin::rotate_key(&config.secrets, &stack.pool).await?;
+                println!(
+                    "current key {}{}; {} endpoints sealed again, {} values unreadable",
+                    rotation.current_key_id,
+                    if rotation.generated {
+                        " (new, written to the key file)"
+                    } else {
+                        ""
+                    },
+                    rotation.report.endpoints_resealed,
+                    rotation.report.unreadable
+                );
+                for (key_id, count) in &rotation.values_by_key {
+                    println!("{key_id}: {count} values");
+                }
+                return Ok(());
+            }
+            let (counts, unused) =
+                herald::secrets_admin::status(&config.secrets, &stack.pool).await?;
+            for (key_id, count) in &counts {
+                println!("{key_id}: {count} values");
+            }
+            for key_id in &unused {
+                println!("{key_id}: no value needs it; it may be removed from the keyring");
+            }
+            return Ok(());
         }
         Task::Openapi => {
             println!(

@@ -123,7 +123,12 @@ fn document_problem_answers(document: &mut utoipa::openapi::OpenApi) {
             if tenant_route && !portal_reads_it {
                 answers.push((
                     "403",
-                    "A portal session's token where an API key is needed, or a read-only portal session replaying",
+                    "The API key lacks the scope this method needs, the tenant is suspended, a portal session's token where an API key is needed, or a read-only portal session replaying",
+                ));
+            } else if tenant_route {
+                answers.push((
+                    "403",
+                    "The API key lacks the `read` scope, or the tenant is suspended",
                 ));
             }
             if has_parameters || has_body {

@@ -17,4 +17,6 @@ pub use json_body::ApiJson;
 pub use problem::{ApiError, ProblemDetails};
 pub use query_string::ApiQuery;
 pub use telemetry::request_span;
-pub use tenant_auth::{AuthenticatedTenant, Caller, Credential, TenantAuthenticator};
+pub use tenant_auth::{
+    ApiKeyCaller, AuthenticatedTenant, Caller, Credential, Scopes, TenantAuthenticator,
+};

@@ -61,6 +61,21 @@ impl ApiError {
         }
     }
 
+    /// The same error with its field named inside `parent` (`rate_limit.burst` becomes
+    /// `ingest_rate_limit.burst` when a shared check is reused under another name).
+    pub fn within(self, parent: &str) -> Self {
+        match self {
+            Self::InvalidField { field, message } => Self::InvalidField {
+                field: match field.split_once('.') {
+                    Some((_, rest)) => format!("{parent}.{rest}"),
+                    None => format!("{parent}.{field}"),
+                },
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// Logs the cause and hides it from the caller.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");

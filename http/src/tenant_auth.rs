@@ -1,22 +1,29 @@
 //! Authenticates `/v1` callers by `Authorization: Bearer <token>` and scopes every request
-//! to the token's tenant. The token is an API key (`hk_…`, everything the tenant may do) or a
-//! portal session (`hps_…`, made by `POST /v1/portal_sessions`: reading, and replaying unless
-//! read-only, until it expires). Known tokens are cached briefly so that the hot path costs
-//! no database round trip; an unknown token always asks the database.
+//! to the token's tenant. The token is an API key (`hk_…`, with scopes: `read` for `GET`,
+//! `write` for everything else) or a portal session (`hps_…`, made by
+//! `POST /v1/portal_sessions`: reading, and replaying unless read-only, until it expires).
+//! A suspended tenant's tokens are refused with 403.
+//!
+//! Known tokens are cached briefly so that the hot path costs no database round trip; an
+//! unknown token always asks the database. A revoked key or a suspended tenant leaves every
+//! process's cache as soon as the process reads the change from the log
+//! ([`TenantAuthenticator::forget_tenant`]), and after [`CACHE_TTL`] at the latest.
 
 use crate::api_key::ApiKeyHash;
 use crate::problem::ApiError;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::Method;
 use chrono::{DateTime, Utc};
-use herald_schemas::TenantId;
+use herald_schemas::{Actor, ApiKeyScope, TenantId};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-const CACHE_TTL: Duration = Duration::from_secs(30);
+/// The longest a cached answer is used when the log's word of a change does not arrive.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_CAPACITY: usize = 100_000;
 
 /// Portal session tokens start with this; API keys with `hk_`.
@@ -25,16 +32,87 @@ pub const PORTAL_TOKEN_PREFIX: &str = "hps_";
 /// What a request was authenticated with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Credential {
-    ApiKey,
+    ApiKey {
+        key_id: uuid::Uuid,
+        scopes: Scopes,
+    },
     PortalSession {
         read_only: bool,
         expires_at: DateTime<Utc>,
     },
 }
 
+impl Credential {
+    /// Who a change made with this credential is recorded as.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::ApiKey { key_id, .. } => Actor::ApiKey { key_id: *key_id },
+            // Portal sessions change no configuration; their replays are requests, not
+            // configuration changes.
+            Self::PortalSession { .. } => Actor::Unrecorded,
+        }
+    }
+}
+
+/// An API key's scopes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scopes {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Scopes {
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut scopes = Self::default();
+        for name in names {
+            match ApiKeyScope::parse(name) {
+                Some(ApiKeyScope::Read) => scopes.read = true,
+                Some(ApiKeyScope::Write) => scopes.write = true,
+                None => {}
+            }
+        }
+        scopes
+    }
+
+    pub fn names(&self) -> Vec<ApiKeyScope> {
+        let mut names = Vec::with_capacity(2);
+        if self.read {
+            names.push(ApiKeyScope::Read);
+        }
+        if self.write {
+            names.push(ApiKeyScope::Write);
+        }
+        names
+    }
+
+    /// Whether a key with these scopes may send a request with `method`.
+    pub fn allow(&self, method: &Method) -> Result<(), ApiError> {
+        let reading = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let (allowed, needed) = match reading {
+            true => (self.read, "read"),
+            false => (self.write, "write"),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this API key lacks the `{needed}` scope that a {method} request needs; use a \
+                 key that has it (`POST /v1/api_keys` makes one)"
+            )))
+        }
+    }
+}
+
+struct Cached {
+    tenant_id: TenantId,
+    credential: Credential,
+    suspended: bool,
+    cached_at: Instant,
+}
+
 pub struct TenantAuthenticator {
     pool: PgPool,
-    cache: RwLock<HashMap<ApiKeyHash, (TenantId, Credential, Instant)>>,
+    cache: RwLock<HashMap<ApiKeyHash, Cached>>,
 }
 
 impl TenantAuthenticator {
@@ -47,12 +125,23 @@ impl TenantAuthenticator {
 
     /// The tenant of an API key; a portal session token is refused (403) since it may only
     /// read and replay.
-    pub async fn authenticate(&self, presented_key: &str) -> Result<TenantId, ApiError> {
+    pub async fn authenticate(
+        &self,
+        presented_key: &str,
+    ) -> Result<(TenantId, Credential), ApiError> {
         match self.authenticate_any(presented_key).await? {
-            (tenant_id, Credential::ApiKey) => Ok(tenant_id),
+            found @ (_, Credential::ApiKey { .. }) => Ok(found),
             (_, Credential::PortalSession { .. }) => Err(ApiError::Forbidden(
                 "a portal session can read and replay, nothing else; use an API key".to_owned(),
             )),
+        }
+    }
+
+    /// Drops every cached token of `tenant_id`: one of its keys was revoked, or the tenant
+    /// was suspended or resumed.
+    pub fn forget_tenant(&self, tenant_id: TenantId) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, cached| cached.tenant_id != tenant_id);
         }
     }
 
@@ -62,17 +151,30 @@ impl TenantAuthenticator {
         presented: &str,
     ) -> Result<(TenantId, Credential), ApiError> {
         let hash = ApiKeyHash::of(presented);
-        if let Some(found) = self.cached(&hash) {
-            return Ok(found);
+        let (tenant_id, credential, suspended) = match self.cached(&hash) {
+            Some(found) => found,
+            None => self.look_up(presented, hash).await?,
+        };
+        if suspended {
+            return Err(ApiError::Forbidden(
+                "this tenant is suspended: its requests are refused until an operator resumes it"
+                    .to_owned(),
+            ));
         }
+        Ok((tenant_id, credential))
+    }
+
+    async fn look_up(
+        &self,
+        presented: &str,
+        hash: ApiKeyHash,
+    ) -> Result<(TenantId, Credential, bool), ApiError> {
         let stored = if presented.starts_with(PORTAL_TOKEN_PREFIX) {
             self.stored_portal_session(&hash).await?
         } else {
-            self.stored_tenant(&hash)
-                .await?
-                .map(|tenant_id| (tenant_id, Credential::ApiKey))
+            self.stored_key(&hash).await?
         };
-        let (tenant_id, credential) = stored.ok_or_else(|| {
+        let (tenant_id, credential, suspended) = stored.ok_or_else(|| {
             ApiError::Unauthorized(if presented.starts_with(PORTAL_TOKEN_PREFIX) {
                 "the portal session is not valid or has expired; ask for a new link".to_owned()
             } else {
@@ -83,56 +185,107 @@ impl TenantAuthenticator {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
-            cache.insert(hash, (tenant_id, credential, Instant::now()));
+            cache.insert(
+                hash,
+                Cached {
+                    tenant_id,
+                    credential,
+                    suspended,
+                    cached_at: Instant::now(),
+                },
+            );
         }
-        Ok((tenant_id, credential))
+        Ok((tenant_id, credential, suspended))
     }
 
-    /// The tenant of an unrevoked key, from the database.
+    /// An unrevoked key with its tenant and whether the tenant is suspended.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn stored_tenant(&self, hash: &ApiKeyHash) -> Result<Option<TenantId>, sqlx::Error> {
-        let row: Option<(uuid::Uuid,)> = sqlx::query_as(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    async fn stored_key(
+        &self,
+        hash: &ApiKeyHash,
+    ) -> Result<Option<(TenantId, Credential, bool)>, sqlx::Error> {
+        let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>, bool)> = sqlx::query_as(
+            "SELECT k.tenant_id, k.key_id, k.scopes, t.suspended_at IS NOT NULL \
+             FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(&hash.0[..])
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(tenant_id,)| TenantId(tenant_id)))
+        Ok(row.map(|(tenant_id, key_id, scopes, suspended)| {
+            let scopes = Scopes::from_names(scopes.iter().map(String::as_str));
+            (
+                TenantId(tenant_id),
+                Credential::ApiKey { key_id, scopes },
+                suspended,
+            )
+        }))
     }
 
     async fn stored_portal_session(
         &self,
         hash: &ApiKeyHash,
-    ) -> Result<Option<(TenantId, Credential)>, sqlx::Error> {
-        let session = herald_store::portal_sessions::find_unexpired(&self.pool, &hash.0).await?;
-        Ok(session.map(|session| {
-            (
-                TenantId(session.tenant_id),
-                Credential::PortalSession {
-                    read_only: session.read_only,
-                    expires_at: session.expires_at,
-                },
-            )
-        }))
+    ) -> Result<Option<(TenantId, Credential, bool)>, sqlx::Error> {
+        let Some(session) =
+            herald_store::portal_sessions::find_unexpired(&self.pool, &hash.0).await?
+        else {
+            return Ok(None);
+        };
+        let suspended: bool =
+            sqlx::query_scalar("SELECT suspended_at IS NOT NULL FROM tenants WHERE tenant_id = $1")
+                .bind(session.tenant_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(true);
+        Ok(Some((
+            TenantId(session.tenant_id),
+            Credential::PortalSession {
+                read_only: session.read_only,
+                expires_at: session.expires_at,
+            },
+            suspended,
+        )))
     }
 
     /// A cached portal session is good until it expires, however recently it was cached.
-    fn cached(&self, hash: &ApiKeyHash) -> Option<(TenantId, Credential)> {
+    fn cached(&self, hash: &ApiKeyHash) -> Option<(TenantId, Credential, bool)> {
         let cache = self.cache.read().ok()?;
-        let (tenant_id, credential, cached_at) = cache.get(hash)?;
-        let expired = match credential {
-            Credential::ApiKey => false,
-            Credential::PortalSession { expires_at, .. } => *expires_at <= Utc::now(),
+        let cached = cache.get(hash)?;
+        let expired = match cached.credential {
+            Credential::ApiKey { .. } => false,
+            Credential::PortalSession { expires_at, .. } => expires_at <= Utc::now(),
         };
-        (cached_at.elapsed() < CACHE_TTL && !expired).then_some((*tenant_id, *credential))
+        (cached.cached_at.elapsed() < CACHE_TTL && !expired).then_some((
+            cached.tenant_id,
+            cached.credential,
+            cached.suspended,
+        ))
     }
 }
 
-/// The tenant of the API key that authenticated this request.
+/// The tenant of the API key that authenticated this request, whose scopes allow the
+/// request's method.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthenticatedTenant(pub TenantId);
 
-impl<S> FromRequestParts<S> for AuthenticatedTenant
+/// An API key caller whose scopes allow the request's method, when the handler needs to know
+/// which key it was (configuration changes record it as their actor).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiKeyCaller {
+    pub tenant_id: TenantId,
+    pub key_id: uuid::Uuid,
+    pub scopes: Scopes,
+}
+
+impl ApiKeyCaller {
+    pub fn actor(&self) -> Actor {
+        Actor::ApiKey {
+            key_id: self.key_id,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for ApiKeyCaller
 where
     Arc<TenantAuthenticator>: FromRef<S>,
     S: Send + Sync,
@@ -146,9 +299,30 @@ where
             )
         })?;
         let authenticator = Arc::<TenantAuthenticator>::from_ref(state);
-        let tenant_id = authenticator.authenticate(key).await?;
+        let (tenant_id, credential) = authenticator.authenticate(key).await?;
+        let Credential::ApiKey { key_id, scopes } = credential else {
+            return Err(ApiError::Forbidden("use an API key".to_owned()));
+        };
+        scopes.allow(&parts.method)?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
-        Ok(Self(tenant_id))
+        Ok(Self {
+            tenant_id,
+            key_id,
+            scopes,
+        })
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthenticatedTenant
+where
+    Arc<TenantAuthenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = ApiKeyCaller::from_request_parts(parts, state).await?;
+        Ok(Self(caller.tenant_id))
     }
 }
 
@@ -189,6 +363,9 @@ where
         })?;
         let authenticator = Arc::<TenantAuthenticator>::from_ref(state);
         let (tenant_id, credential) = authenticator.authenticate_any(token).await?;
+        if let Credential::ApiKey { scopes, .. } = credential {
+            scopes.allow(&parts.method)?;
+        }
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
         Ok(Self {
             tenant_id,

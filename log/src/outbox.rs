@@ -36,7 +36,9 @@ impl Outbox {
         Self { pool, publisher }
     }
 
-    /// Stages `message` for `subject` in the caller's transaction.
+    /// Stages `message` for `subject` in the caller's transaction. A configuration change
+    /// is also recorded in the tenant's audit trail (`config_changes`), in the same
+    /// transaction, so that no change is missing from it.
     #[tracing::instrument(skip_all, fields(%subject), err)]
     pub async fn stage(
         connection: &mut PgConnection,
@@ -44,6 +46,18 @@ impl Outbox {
         message: &LogMessage,
     ) -> Result<Staged, sqlx::Error> {
         let payload = message.encode();
+        if let Some((tenant_id, actor)) = message.configuration() {
+            let envelope: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+            herald_store::config_changes::record(
+                &mut *connection,
+                tenant_id,
+                message.type_name(),
+                &serde_json::to_value(actor).unwrap_or_default(),
+                &envelope["data"],
+                chrono::Utc::now(),
+            )
+            .await?;
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO log_outbox (subject, message, staged_at) VALUES ($1, $2, now()) RETURNING id",
         )

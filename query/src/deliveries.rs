@@ -122,64 +122,116 @@ pub async fn list_deliveries(
         .as_deref()
         .map(|t| parse_time("until", t))
         .transpose()?;
-    let outcomes = query.outcome.as_deref().map(parse_outcomes).transpose()?;
+    let outcomes = query
+        .outcome
+        .as_deref()
+        .map(parse_outcomes)
+        .transpose()?
+        .map(|mut outcomes| {
+            outcomes.sort_by_key(|outcome| outcome.as_str());
+            outcomes.dedup();
+            outcomes
+        });
     let statuses = query.status.as_deref().map(parse_statuses).transpose()?;
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
 
-    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "SELECT attempt_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, finished_at, \
-         http_status, error_code, error_message, latency_ms, response_body_hash, outcome, next_attempt_at, trace_id \
-         FROM attempts a WHERE tenant_id = ",
-    );
-    sql.push_bind(tenant_id.as_uuid());
-    if let Some(event_id) = event_id {
-        sql.push(" AND event_id = ").push_bind(event_id);
-    }
-    if let Some(endpoint_id) = endpoint_id {
-        sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
-    }
-    if let Some(outcomes) = outcomes {
-        // Stated as a constant so that the planner may use the partial index of unsuccessful
-        // attempts (migration 17) in any plan, generic ones included.
-        if !outcomes.contains(&AttemptOutcome::Succeeded) {
-            sql.push(" AND outcome <> 'succeeded'");
+    let filters = AttemptFilters {
+        tenant_id: tenant_id.as_uuid(),
+        event_id,
+        endpoint_id,
+        statuses: statuses
+            .map(|statuses| statuses.into_iter().map(DeliveryStatus::as_str).collect()),
+        since,
+        until,
+        cursor,
+        rows: limit + 1,
+    };
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new("");
+    match outcomes.as_deref() {
+        None => filters.push_select(&mut sql, None),
+        Some([only]) => filters.push_select(&mut sql, Some(*only)),
+        // One ordered index range per outcome, merged: `outcome = ANY(…)` would make the
+        // planner read every matching row of the tenant and sort them.
+        Some(several) => {
+            sql.push("SELECT * FROM (");
+            for (index, outcome) in several.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" UNION ALL ");
+                }
+                sql.push("(");
+                filters.push_select(&mut sql, Some(*outcome));
+                sql.push(")");
+            }
+            sql.push(") merged ORDER BY started_at DESC, attempt_id DESC LIMIT ")
+                .push_bind(filters.rows);
         }
-        let outcomes: Vec<&str> = outcomes.into_iter().map(AttemptOutcome::as_str).collect();
-        sql.push(" AND outcome = ANY(")
-            .push_bind(outcomes)
-            .push(")");
     }
-    if let Some(statuses) = statuses {
-        let statuses: Vec<&str> = statuses.into_iter().map(DeliveryStatus::as_str).collect();
-        sql.push(
-            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = a.event_id \
-             AND d.endpoint_id = a.endpoint_id AND d.status = ANY(",
-        )
-        .push_bind(statuses)
-        .push("))");
-    }
-    if let Some(since) = since {
-        sql.push(" AND started_at >= ").push_bind(since);
-    }
-    if let Some(until) = until {
-        sql.push(" AND started_at < ").push_bind(until);
-    }
-    if let Some(cursor) = cursor {
-        sql.push(" AND (started_at, attempt_id) < (")
-            .push_bind(cursor.at)
-            .push(", ")
-            .push_bind(cursor.id)
-            .push(")");
-    }
-    sql.push(" ORDER BY started_at DESC, attempt_id DESC LIMIT ")
-        .push_bind(limit + 1);
     let mut data: Vec<AttemptView> = sql.build_query_as().fetch_all(&state.pool).await?;
     let next_cursor = cut_page(&mut data, limit, |last| Cursor {
         at: last.started_at,
         id: last.attempt_id,
     });
     Ok(Json(AttemptPage { data, next_cursor }))
+}
+
+/// The filters of one page of attempts, which a query may repeat once per outcome.
+struct AttemptFilters {
+    tenant_id: Uuid,
+    event_id: Option<Uuid>,
+    endpoint_id: Option<Uuid>,
+    statuses: Option<Vec<&'static str>>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    cursor: Option<Cursor>,
+    rows: i64,
+}
+
+impl AttemptFilters {
+    /// `SELECT … ORDER BY … LIMIT rows` of the attempts that pass, of `outcome` only when
+    /// given. The outcome is written as a constant (it is one of the enum's words) so that
+    /// every plan, generic ones included, may use the partial index of unsuccessful
+    /// attempts (migration 17) and read it in order.
+    fn push_select(&self, sql: &mut QueryBuilder<'_, Postgres>, outcome: Option<AttemptOutcome>) {
+        sql.push(
+            "SELECT attempt_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, \
+             finished_at, http_status, error_code, error_message, latency_ms, response_body_hash, \
+             outcome, next_attempt_at, trace_id FROM attempts a WHERE tenant_id = ",
+        );
+        sql.push_bind(self.tenant_id);
+        if let Some(event_id) = self.event_id {
+            sql.push(" AND event_id = ").push_bind(event_id);
+        }
+        if let Some(endpoint_id) = self.endpoint_id {
+            sql.push(" AND endpoint_id = ").push_bind(endpoint_id);
+        }
+        if let Some(outcome) = outcome {
+            sql.push(format_args!(" AND outcome = '{}'", outcome.as_str()));
+        }
+        if let Some(statuses) = &self.statuses {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = a.event_id \
+                 AND d.endpoint_id = a.endpoint_id AND d.status = ANY(",
+            )
+            .push_bind(statuses.clone())
+            .push("))");
+        }
+        if let Some(since) = self.since {
+            sql.push(" AND started_at >= ").push_bind(since);
+        }
+        if let Some(until) = self.until {
+            sql.push(" AND started_at < ").push_bind(until);
+        }
+        if let Some(cursor) = &self.cursor {
+            sql.push(" AND (started_at, attempt_id) < (")
+                .push_bind(cursor.at)
+                .push(", ")
+                .push_bind(cursor.id)
+                .push(")");
+        }
+        sql.push(" ORDER BY started_at DESC, attempt_id DESC LIMIT ")
+            .push_bind(self.rows);
+    }
 }
 
 fn parse_outcomes(text: &str) -> Result<Vec<AttemptOutcome>, ApiError> {

@@ -34,6 +34,12 @@ pub struct EndpointView {
     pub retry_policy: Option<serde_json::Value>,
     /// Deliveries are made one at a time in ingest order.
     pub ordered: bool,
+    /// Names of the custom headers sent with every delivery; values are never shown.
+    pub header_names: Vec<String>,
+    /// `v1` (HMAC-SHA256) or `v1a` (ed25519).
+    pub signature_scheme: String,
+    /// The `whpk_` key that verifies a `v1a` endpoint's signatures.
+    pub public_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub health: EndpointHealth,
@@ -115,6 +121,9 @@ impl EndpointView {
             rate_limit: endpoint.rate_limit.map(|json| json.0),
             retry_policy: endpoint.retry_policy.map(|json| json.0),
             ordered: endpoint.ordered,
+            header_names: endpoint.header_names,
+            signature_scheme: endpoint.signature_scheme,
+            public_key: endpoint.public_key,
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
             health,

@@ -3,6 +3,7 @@
 //! dashboard that uses it.
 
 pub mod admin;
+pub mod audit;
 pub mod bulk_replay;
 pub mod config;
 pub mod dashboard;
@@ -43,7 +44,8 @@ use axum::Router;
     session::get_session,
     portal::create_portal_session,
     admin::tenant_slis,
-    admin::open_breakers
+    admin::open_breakers,
+    audit::list_changes
 ), components(schemas(
     // Named by query parameters, which do not bring their schemas along.
     params::AttemptOutcomeName,
@@ -78,6 +80,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/sli", get(sli::get_sli))
         .route("/v1/sli/breakdown", get(sli::get_breakdown))
         .route("/v1/session", get(session::get_session))
+        .route("/v1/audit", get(audit::list_changes))
         .route("/v1/portal_sessions", post(portal::create_portal_session))
         .route("/admin/v1/tenants/sli", get(admin::tenant_slis))
         .route("/admin/v1/breakers", get(admin::open_breakers))

@@ -29,7 +29,7 @@ pub struct SessionView {
 )]
 pub async fn get_session(caller: Caller) -> Json<SessionView> {
     let (credential, read_only, expires_at) = match caller.credential {
-        Credential::ApiKey => ("api_key", false, None),
+        Credential::ApiKey { .. } => ("api_key", false, None),
         Credential::PortalSession {
             read_only,
             expires_at,

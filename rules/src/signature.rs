@@ -1,10 +1,13 @@
-//! Standard Webhooks signing: `webhook-signature: v1,<base64(HMAC-SHA256(secret,
-//! "<webhook-id>.<webhook-timestamp>.<body>"))>`, secrets written `whsec_<base64>`.
+//! Standard Webhooks signing of `"<webhook-id>.<webhook-timestamp>.<body>"`: symmetric
+//! `v1,<base64 HMAC-SHA256>` with secrets written `whsec_<base64>`, or asymmetric
+//! `v1a,<base64 ed25519 signature>` with private keys `whsk_<base64>` that only Herald holds
+//! and public keys `whpk_<base64>` that receivers verify with.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use sha2::Sha256;
 use std::fmt;
 
@@ -69,6 +72,114 @@ impl SigningSecret {
     }
 }
 
+const PRIVATE_KEY_PREFIX: &str = "whsk_";
+const PUBLIC_KEY_PREFIX: &str = "whpk_";
+const ED25519_SEED_BYTES: usize = 32;
+
+/// An endpoint's ed25519 key pair (`v1a` signatures). Written `whsk_<base64(seed ‖ public
+/// key)>`, the 64-byte form most ed25519 libraries call the secret key. `Debug` shows only
+/// the public key.
+pub struct Ed25519SigningKey {
+    pair: Ed25519KeyPair,
+    seed: [u8; ED25519_SEED_BYTES],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidPrivateKey {
+    #[error("must be `whsk_` followed by the standard base64 of 64 bytes")]
+    Malformed,
+    #[error("the public half does not belong to the private half")]
+    Mismatched,
+}
+
+impl Ed25519SigningKey {
+    pub fn generate() -> Self {
+        let mut seed = [0u8; ED25519_SEED_BYTES];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("any 32 bytes are a seed");
+        Self { pair, seed }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, InvalidPrivateKey> {
+        let bytes = text
+            .strip_prefix(PRIVATE_KEY_PREFIX)
+            .and_then(|encoded| STANDARD.decode(encoded).ok())
+            .filter(|bytes| bytes.len() == 2 * ED25519_SEED_BYTES)
+            .ok_or(InvalidPrivateKey::Malformed)?;
+        let (seed, public) = bytes.split_at(ED25519_SEED_BYTES);
+        let pair = Ed25519KeyPair::from_seed_and_public_key(seed, public)
+            .map_err(|_| InvalidPrivateKey::Mismatched)?;
+        let mut kept = [0u8; ED25519_SEED_BYTES];
+        kept.copy_from_slice(seed);
+        Ok(Self { pair, seed: kept })
+    }
+
+    /// The `whsk_…` form, for sealed storage only: it is never shown to anyone.
+    pub fn expose(&self) -> String {
+        let mut bytes = self.seed.to_vec();
+        bytes.extend_from_slice(self.pair.public_key().as_ref());
+        format!("{PRIVATE_KEY_PREFIX}{}", STANDARD.encode(bytes))
+    }
+
+    /// The `whpk_…` key receivers verify `v1a` signatures with.
+    pub fn public_key(&self) -> String {
+        format!(
+            "{PUBLIC_KEY_PREFIX}{}",
+            STANDARD.encode(self.pair.public_key().as_ref())
+        )
+    }
+
+    /// The `v1a,<base64>` signature of one message.
+    pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut message = Vec::with_capacity(webhook_id.len() + body.len() + 24);
+        message.extend_from_slice(webhook_id.as_bytes());
+        message.push(b'.');
+        message.extend_from_slice(timestamp.to_string().as_bytes());
+        message.push(b'.');
+        message.extend_from_slice(body);
+        format!("v1a,{}", STANDARD.encode(self.pair.sign(&message).as_ref()))
+    }
+}
+
+impl fmt::Debug for Ed25519SigningKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Ed25519SigningKey({})", self.public_key())
+    }
+}
+
+/// What signs an endpoint's deliveries: its HMAC secret or its ed25519 key.
+#[derive(Debug)]
+pub enum WebhookSigner {
+    Hmac(SigningSecret),
+    Ed25519(Ed25519SigningKey),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidSigner {
+    #[error(transparent)]
+    Secret(#[from] InvalidSecret),
+    #[error(transparent)]
+    PrivateKey(#[from] InvalidPrivateKey),
+}
+
+impl WebhookSigner {
+    /// A stored secret: `whsk_…` is an ed25519 key, anything else an HMAC secret.
+    pub fn parse(text: &str) -> Result<Self, InvalidSigner> {
+        if text.starts_with(PRIVATE_KEY_PREFIX) {
+            Ok(Self::Ed25519(Ed25519SigningKey::parse(text)?))
+        } else {
+            Ok(Self::Hmac(SigningSecret::parse(text)?))
+        }
+    }
+
+    pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        match self {
+            Self::Hmac(secret) => secret.sign(webhook_id, timestamp, body),
+            Self::Ed25519(key) => key.sign(webhook_id, timestamp, body),
+        }
+    }
+}
+
 impl fmt::Debug for SigningSecret {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("SigningSecret(<redacted>)")
@@ -107,6 +218,46 @@ mod tests {
             Err(InvalidSecret::WrongLength(3))
         );
         assert!(!format!("{:?}", SigningSecret::generate()).contains("whsec_"));
+    }
+
+    #[test]
+    fn ed25519_keys_round_trip_and_verify() {
+        let key = Ed25519SigningKey::generate();
+        let again = Ed25519SigningKey::parse(&key.expose()).expect("parses back");
+        assert_eq!(again.public_key(), key.public_key());
+        assert!(!format!("{key:?}").contains(&key.expose()));
+        let signature = key.sign("msg_1", 1614265330, b"{}");
+        let encoded = signature.strip_prefix("v1a,").expect("v1a");
+        let public = STANDARD
+            .decode(key.public_key().trim_start_matches(PUBLIC_KEY_PREFIX))
+            .expect("base64");
+        let verifier = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public);
+        verifier
+            .verify(
+                b"msg_1.1614265330.{}",
+                &STANDARD.decode(encoded).expect("base64"),
+            )
+            .expect("verifies with the public key");
+        assert!(verifier
+            .verify(
+                b"msg_1.1614265331.{}",
+                &STANDARD.decode(encoded).expect("base64")
+            )
+            .is_err());
+        // A private key whose public half was swapped is refused.
+        let other = Ed25519SigningKey::generate();
+        let mut bytes = STANDARD
+            .decode(key.expose().trim_start_matches(PRIVATE_KEY_PREFIX))
+            .expect("base64");
+        bytes[32..].copy_from_slice(other.pair.public_key().as_ref());
+        assert_eq!(
+            Ed25519SigningKey::parse(&format!("whsk_{}", STANDARD.encode(bytes))).err(),
+            Some(InvalidPrivateKey::Mismatched)
+        );
+        assert!(matches!(
+            WebhookSigner::parse(&key.expose()),
+            Ok(WebhookSigner::Ed25519(_))
+        ));
     }
 
     fn secret_text() -> impl Strategy<Value = String> {

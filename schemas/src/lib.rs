@@ -6,12 +6,17 @@
 //! types (`schemas/json/`). The crate does no I/O so that every service, test and tool can
 //! share it.
 
+pub mod config_changes;
 pub mod ids;
 pub mod log_message;
 pub mod messages;
 pub mod status;
 pub mod subjects;
 
+pub use config_changes::{
+    Actor, ApiKeyCreated, ApiKeyRevoked, ApiKeyScope, EndpointDeleted, EndpointUpdated,
+    TenantUpdated,
+};
 pub use ids::{AttemptId, EndpointId, EventId, ReplayId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
@@ -19,7 +24,7 @@ pub use messages::{
     EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
     EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayFinished, ReplayMode,
     ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
-    RetryPolicyOverride, TenantCreated,
+    RetryPolicyOverride, SignatureScheme, TenantCreated,
 };
 pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};
 pub use subjects::Namespace;

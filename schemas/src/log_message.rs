@@ -4,6 +4,9 @@
 //! struct. That keeps raw payloads (`RawValue`) intact, and it is where an old variant would
 //! be upcast to the current one.
 
+use crate::config_changes::{
+    Actor, ApiKeyCreated, ApiKeyRevoked, EndpointDeleted, EndpointUpdated, TenantUpdated,
+};
 use crate::messages::{
     AttemptRecorded, DeliveryDeferred, EndpointCircuitClosed, EndpointCircuitOpened,
     EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayFinished,
@@ -16,9 +19,10 @@ use serde_json::value::RawValue;
 /// Declares [`LogMessage`] from one table of `Variant(Payload) = "type.name.vN"` rows: the
 /// enum with its serde names, [`LogMessage::type_name`] and the decoder's dispatch all come
 /// from the same row, so a type name is written exactly once. A published row is never
-/// edited; a new shape is a new row.
+/// edited; a new shape is a new row. `= "x.v2" | "x.v1"` writes `x.v2` and upcasts `x.v1`
+/// (whose payload must decode into the new shape, its added fields defaulted).
 macro_rules! log_messages {
-    ($($(#[$attribute:meta])* $variant:ident($payload:ty) = $type_name:literal,)+) => {
+    ($($(#[$attribute:meta])* $variant:ident($payload:ty) = $type_name:literal $(| $older:literal)*,)+) => {
         /// Every message Herald appends to its log.
         #[derive(Clone, Debug, Serialize, JsonSchema)]
         #[serde(tag = "type", content = "data")]
@@ -48,7 +52,7 @@ macro_rules! log_messages {
                 body: &str,
             ) -> Option<Result<Self, serde_json::Error>> {
                 match type_name {
-                    $($type_name => Some(serde_json::from_str(body).map(Self::$variant)),)+
+                    $($type_name $(| $older)* => Some(serde_json::from_str(body).map(Self::$variant)),)+
                     _ => None,
                 }
             }
@@ -61,10 +65,15 @@ log_messages! {
     AttemptRecorded(AttemptRecorded) = "attempt.recorded.v1",
     DeliveryDeferred(DeliveryDeferred) = "delivery.deferred.v1",
     RetryDue(RetryDue) = "retry.due.v1",
-    TenantCreated(TenantCreated) = "tenant.created.v1",
-    EndpointCreated(EndpointCreated) = "endpoint.created.v1",
-    EndpointSecretRotated(EndpointSecretRotated) = "endpoint.secret_rotated.v1",
-    EndpointDisabled(EndpointDisabled) = "endpoint.disabled.v1",
+    TenantCreated(TenantCreated) = "tenant.created.v2" | "tenant.created.v1",
+    TenantUpdated(TenantUpdated) = "tenant.updated.v1",
+    ApiKeyCreated(ApiKeyCreated) = "api_key.created.v1",
+    ApiKeyRevoked(ApiKeyRevoked) = "api_key.revoked.v1",
+    EndpointCreated(EndpointCreated) = "endpoint.created.v2" | "endpoint.created.v1",
+    EndpointUpdated(EndpointUpdated) = "endpoint.updated.v1",
+    EndpointDeleted(EndpointDeleted) = "endpoint.deleted.v1",
+    EndpointSecretRotated(EndpointSecretRotated) = "endpoint.secret_rotated.v2" | "endpoint.secret_rotated.v1",
+    EndpointDisabled(EndpointDisabled) = "endpoint.disabled.v2" | "endpoint.disabled.v1",
     EndpointCircuitOpened(EndpointCircuitOpened) = "endpoint.circuit_opened.v1",
     EndpointCircuitClosed(EndpointCircuitClosed) = "endpoint.circuit_closed.v1",
     ReplayRequested(ReplayRequested) = "delivery.replay_requested.v1",
@@ -121,8 +130,40 @@ impl LogMessage {
             Self::EndpointCreated(created) => {
                 Some((created.endpoint.tenant_id, created.endpoint.endpoint_id))
             }
+            Self::EndpointUpdated(updated) => {
+                Some((updated.endpoint.tenant_id, updated.endpoint.endpoint_id))
+            }
+            Self::EndpointDeleted(deleted) => Some((deleted.tenant_id, deleted.endpoint_id)),
             Self::EndpointSecretRotated(rotated) => Some((rotated.tenant_id, rotated.endpoint_id)),
             Self::EndpointDisabled(disabled) => Some((disabled.tenant_id, disabled.endpoint_id)),
+            _ => None,
+        }
+    }
+
+    /// The tenant whose credentials this message changes: a revoked key, or a tenant
+    /// suspended, resumed or given another limit. Authentication caches drop the tenant's
+    /// entries on it.
+    pub fn changed_credentials(&self) -> Option<crate::TenantId> {
+        match self {
+            Self::ApiKeyRevoked(revoked) => Some(revoked.tenant_id),
+            Self::TenantUpdated(updated) => Some(updated.tenant_id),
+            _ => None,
+        }
+    }
+
+    /// The tenant a configuration change is about and who made it; `None` for messages
+    /// that are not configuration changes.
+    pub fn configuration(&self) -> Option<(crate::TenantId, Actor)> {
+        match self {
+            Self::TenantCreated(message) => Some((message.tenant_id, message.actor)),
+            Self::TenantUpdated(message) => Some((message.tenant_id, message.actor)),
+            Self::ApiKeyCreated(message) => Some((message.tenant_id, message.actor)),
+            Self::ApiKeyRevoked(message) => Some((message.tenant_id, message.actor)),
+            Self::EndpointCreated(message) => Some((message.endpoint.tenant_id, message.actor)),
+            Self::EndpointUpdated(message) => Some((message.endpoint.tenant_id, message.actor)),
+            Self::EndpointDeleted(message) => Some((message.tenant_id, message.actor)),
+            Self::EndpointSecretRotated(message) => Some((message.tenant_id, message.actor)),
+            Self::EndpointDisabled(message) => Some((message.tenant_id, message.actor)),
             _ => None,
         }
     }
@@ -171,7 +212,7 @@ mod tests {
 
     #[test]
     fn every_type_name_is_known_to_the_decoder() {
-        assert_eq!(LogMessage::TYPE_NAMES.len(), 14);
+        assert_eq!(LogMessage::TYPE_NAMES.len(), 19);
         for &type_name in LogMessage::TYPE_NAMES {
             let envelope = format!(r#"{{"type":"{type_name}","data":{{}}}}"#);
             // An empty body is invalid for every message: the error names the variant tried.

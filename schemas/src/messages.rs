@@ -2,6 +2,7 @@
 //! [`crate::LogMessage`]; once published, a variant's shape never changes: a new shape is a new
 //! variant (`….v2`) and old payloads are upcast when decoded.
 
+use crate::config_changes::Actor;
 use crate::ids::{AttemptId, EndpointId, EventId, ReplayId, TenantId};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -244,6 +245,9 @@ pub struct TenantCreated {
     pub tenant_id: TenantId,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// Who created it (`unrecorded` in `tenant.created.v1`).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// An endpoint's configuration as it is after a change. The signing secret is never included.
@@ -267,8 +271,42 @@ pub struct EndpointSnapshot {
     /// Deliveries are made one at a time, in the order the events were accepted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
+    /// Names of the custom headers sent with every delivery; their values are never in the
+    /// log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_names: Vec<String>,
+    /// How deliveries are signed.
+    #[serde(default)]
+    pub signature_scheme: SignatureScheme,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How an endpoint's deliveries are signed (Standard Webhooks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SignatureScheme {
+    /// `v1,<base64 HMAC-SHA256>` with the endpoint's `whsec_` secret.
+    #[default]
+    #[serde(rename = "v1")]
+    HmacSha256,
+    /// `v1a,<base64 ed25519 signature>`, verified with the endpoint's `whpk_` public key.
+    #[serde(rename = "v1a")]
+    Ed25519,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "v1",
+            Self::Ed25519 => "v1a",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::HmacSha256, Self::Ed25519]
+            .into_iter()
+            .find(|scheme| scheme.as_str() == text)
+    }
 }
 
 /// An endpoint's own retry policy: every field set here replaces the service default; fields
@@ -303,6 +341,9 @@ pub struct RateLimit {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointCreated {
     pub endpoint: EndpointSnapshot,
+    /// Who created it (`unrecorded` in `endpoint.created.v1`).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// An endpoint's signing secret was replaced. Until `previous_secret_expires_at` deliveries
@@ -313,6 +354,9 @@ pub struct EndpointSecretRotated {
     pub tenant_id: TenantId,
     pub rotated_at: DateTime<Utc>,
     pub previous_secret_expires_at: DateTime<Utc>,
+    /// Who rotated it (`unrecorded` in `endpoint.secret_rotated.v1`).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// An endpoint stopped receiving deliveries, and why (e.g. its receiver answered 410 Gone).
@@ -322,6 +366,9 @@ pub struct EndpointDisabled {
     pub tenant_id: TenantId,
     pub reason: String,
     pub disabled_at: DateTime<Utc>,
+    /// Who disabled it (`unrecorded` in `endpoint.disabled.v1`).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// An endpoint failed too often in a row: deliveries to it are parked until `until`, when

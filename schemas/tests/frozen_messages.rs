@@ -76,6 +76,32 @@ fn key_fields(message: &LogMessage) -> Vec<(&'static str, Value)> {
             ("/data/tenant_id", text(tenant.tenant_id)),
             ("/data/name", text(&tenant.name)),
         ],
+        LogMessage::TenantUpdated(tenant) => vec![
+            ("/data/tenant_id", text(tenant.tenant_id)),
+            ("/data/suspended", tenant.suspended.into()),
+            ("/data/actor/kind", text("operator")),
+        ],
+        LogMessage::ApiKeyCreated(key) => vec![
+            ("/data/key_id", text(key.key_id)),
+            ("/data/tenant_id", text(key.tenant_id)),
+            ("/data/scopes/0", text(key.scopes[0].as_str())),
+        ],
+        LogMessage::ApiKeyRevoked(key) => vec![
+            ("/data/key_id", text(key.key_id)),
+            ("/data/tenant_id", text(key.tenant_id)),
+        ],
+        LogMessage::EndpointUpdated(updated) => vec![
+            (
+                "/data/endpoint/endpoint_id",
+                text(updated.endpoint.endpoint_id),
+            ),
+            ("/data/endpoint/url", text(&updated.endpoint.url)),
+            ("/data/changed/0", text(&updated.changed[0])),
+        ],
+        LogMessage::EndpointDeleted(deleted) => vec![
+            ("/data/endpoint_id", text(deleted.endpoint_id)),
+            ("/data/tenant_id", text(deleted.tenant_id)),
+        ],
         LogMessage::EndpointCreated(created) => vec![
             (
                 "/data/endpoint/endpoint_id",

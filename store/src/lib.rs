@@ -7,5 +7,7 @@
 //! This crate does no caching and knows no HTTP or log types: callers decide what a missing
 //! row means, and pass a pool or their own transaction.
 
+pub mod config_changes;
 pub mod endpoints;
 pub mod portal_sessions;
+pub mod secrets_vault;

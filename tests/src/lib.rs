@@ -74,6 +74,7 @@ pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHeral
         ..HeraldConfig::default()
     };
     config.command.admin_token = Some(admin_token.clone().into());
+    config.secrets.secrets_key = Some(test_secrets_key().into());
     config.command.allowed_target_cidrs = "127.0.0.0/8,::1/128".to_owned();
     config.delivery.allowed_target_cidrs = "127.0.0.0/8,::1/128".to_owned();
     config.delivery.request_timeout_ms = 2_000;
@@ -151,6 +152,11 @@ pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHeral
         clickhouse_url,
         clickhouse_database: format!("herald_{run_id}"),
     })
+}
+
+/// A fresh master key for sealing secrets at rest, as `HERALD_SECRETS_KEY` takes it.
+pub fn test_secrets_key() -> String {
+    herald_rules::SecretsKeyring::generate_key("test")
 }
 
 /// An HTTP client; reqwest is built without a bundled crypto provider, so one is installed.
@@ -328,6 +334,50 @@ impl Api {
             .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Sends `method path` with bearer `token` and an optional JSON body; returns the status,
+    /// the `content-type` and the JSON body (`Null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, String, Value)> {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((
+            status,
+            content_type,
+            response.json().await.unwrap_or(Value::Null),
+        ))
+    }
+
+    /// PATCHes `body` to `path` with the tenant's API key; returns (status, body).
+    pub async fn patch(&self, tenant: &Tenant, path: &str, body: Value) -> Result<(u16, Value)> {
+        let (status, _, body) = self
+            .call(reqwest::Method::PATCH, path, &tenant.api_key, Some(body))
+            .await?;
+        Ok((status, body))
+    }
+
+    /// DELETEs `path` with the tenant's API key; returns (status, body).
+    pub async fn delete(&self, tenant: &Tenant, path: &str) -> Result<(u16, Value)> {
+        let (status, _, body) = self
+            .call(reqwest::Method::DELETE, path, &tenant.api_key, None)
+            .await?;
+        Ok((status, body))
     }
 
     /// Waits until the event's status is `status`, returning the event.

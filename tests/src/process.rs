@@ -41,6 +41,9 @@ impl From<&crate::private_stack::PrivateStack> for StackUrls {
     }
 }
 
+/// A setting (not read by Herald) naming a file that gets the process's stdout and stderr.
+pub const OUTPUT_FILE_SETTING: &str = "HERALD_TEST_OUTPUT_FILE";
+
 pub struct HeraldProcess {
     binary: PathBuf,
     service: String,
@@ -89,6 +92,7 @@ impl HeraldProcess {
             ("HERALD_LISTEN_ADDR".into(), format!("127.0.0.1:{port}")),
             ("HERALD_ADMIN_TOKEN".into(), herald.admin_token.clone()),
             ("HERALD_ALLOWED_TARGET_CIDRS".into(), "127.0.0.0/8".into()),
+            ("HERALD_SECRETS_KEY".into(), crate::test_secrets_key()),
             ("RUST_LOG".into(), "warn".into()),
         ];
         environment.extend(
@@ -109,10 +113,25 @@ impl HeraldProcess {
 
     /// Starts the process again on the same resources.
     pub async fn launch(&mut self) -> Result<()> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg(&self.service)
             .envs(self.environment.iter().cloned())
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        // Tests that read what the process printed name a file to append it to.
+        if let Some((_, path)) = self
+            .environment
+            .iter()
+            .find(|(name, _)| name == OUTPUT_FILE_SETTING)
+        {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open {path}"))?;
+            command.stdout(file.try_clone()?).stderr(file);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("spawn {}", self.binary.display()))?;
         self.child = Some(child);

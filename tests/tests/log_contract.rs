@@ -42,9 +42,18 @@ fn family_of(type_name: &str) -> &'static str {
         "event.accepted.v1" => "events",
         "attempt.recorded.v1" | "delivery.deferred.v1" => "attempts",
         "tenant.created.v1"
+        | "tenant.created.v2"
+        | "tenant.updated.v1"
+        | "api_key.created.v1"
+        | "api_key.revoked.v1"
         | "endpoint.created.v1"
+        | "endpoint.created.v2"
+        | "endpoint.updated.v1"
+        | "endpoint.deleted.v1"
         | "endpoint.secret_rotated.v1"
+        | "endpoint.secret_rotated.v2"
         | "endpoint.disabled.v1"
+        | "endpoint.disabled.v2"
         | "endpoint.circuit_opened.v1"
         | "endpoint.circuit_closed.v1" => "config",
         "delivery.replay_requested.v1"

@@ -227,6 +227,37 @@ pub fn describe(message: &LogMessage) -> String {
         LogMessage::TenantCreated(tenant) => {
             format!("tenant={} name={:?}", tenant.tenant_id, tenant.name)
         }
+        LogMessage::TenantUpdated(tenant) => format!(
+            "tenant={} suspended={} changed={} by={}",
+            tenant.tenant_id,
+            tenant.suspended,
+            tenant.changed.join(","),
+            tenant.actor.label()
+        ),
+        LogMessage::ApiKeyCreated(key) => format!(
+            "tenant={} key={} by={}",
+            key.tenant_id,
+            key.key_id,
+            key.actor.label()
+        ),
+        LogMessage::ApiKeyRevoked(key) => format!(
+            "tenant={} key={} by={}",
+            key.tenant_id,
+            key.key_id,
+            key.actor.label()
+        ),
+        LogMessage::EndpointUpdated(updated) => format!(
+            "endpoint={} changed={} by={}",
+            updated.endpoint.endpoint_id,
+            updated.changed.join(","),
+            updated.actor.label()
+        ),
+        LogMessage::EndpointDeleted(deleted) => format!(
+            "endpoint={} tenant={} by={}",
+            deleted.endpoint_id,
+            deleted.tenant_id,
+            deleted.actor.label()
+        ),
         LogMessage::EndpointCreated(created) => format!(
             "endpoint={} tenant={} url={} enabled={}",
             created.endpoint.endpoint_id,

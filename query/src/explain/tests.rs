@@ -30,6 +30,9 @@ fn endpoint() -> EndpointRecord {
         rate_limit: None,
         retry_policy: None,
         ordered: false,
+        header_names: Vec::new(),
+        signature_scheme: "v1".to_owned(),
+        public_key: None,
         created_at: at("2026-11-01T00:00:00Z"),
         updated_at: at("2026-11-01T00:00:00Z"),
     }

@@ -22,7 +22,11 @@ async fn an_endpoint_change_is_appended_to_the_log_and_leaves_the_outbox() -> an
     let (count, last) = api.log_messages_on(&subject).await?;
     assert_eq!(count, 2, "tenant.created and endpoint.created");
     let last = last.unwrap_or_default();
-    assert_eq!(last["type"], "endpoint.created.v1");
+    assert_eq!(last["type"], "endpoint.created.v2");
+    assert_eq!(
+        last["data"]["actor"]["kind"], "api_key",
+        "who made the change"
+    );
     assert_eq!(
         last["data"]["endpoint"]["endpoint_id"],
         endpoint.endpoint_id.as_str()
@@ -47,6 +51,7 @@ async fn a_change_committed_but_never_appended_is_relayed_once() -> anyhow::Resu
         tenant_id,
         name: "died before appending".to_owned(),
         created_at: chrono::Utc::now(),
+        actor: herald_schemas::Actor::Operator,
     });
     let pool = api.postgres().await?;
     sqlx::query(
