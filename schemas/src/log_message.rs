@@ -19,10 +19,30 @@ use serde_json::value::RawValue;
 /// Declares [`LogMessage`] from one table of `Variant(Payload) = "type.name.vN"` rows: the
 /// enum with its serde names, [`LogMessage::type_name`] and the decoder's dispatch all come
 /// from the same row, so a type name is written exactly once. A published row is never
-/// edited; a new shape is a new row. `= "x.v2" | "x.v1"` writes `x.v2` and upcasts `x.v1`
-/// (whose payload must decode into the new shape, its added fields defaulted).
+/// edited; a new shape is a new row. `= "x.v2" | XV1 = "x.v1"` writes `x.v2` and upcasts
+/// `x.v1` (whose payload must decode into the new shape, its added fields defaulted); `XV1`
+/// names the older version in [`PublishedMessage`].
 macro_rules! log_messages {
-    ($($(#[$attribute:meta])* $variant:ident($payload:ty) = $type_name:literal $(| $older:literal)*,)+) => {
+    ($($(#[$attribute:meta])* $variant:ident($payload:ty) = $type_name:literal $(| $older_variant:ident = $older:literal)*,)+) => {
+        /// Every message that may be in the log: what Herald writes ([`LogMessage`]) and the
+        /// older versions it wrote before, which stay in the log and still decode. The JSON
+        /// Schema for outside subscribers is generated from it.
+        #[derive(JsonSchema)]
+        #[schemars(rename = "LogMessage")]
+        #[serde(tag = "type", content = "data")]
+        pub enum PublishedMessage {
+            $(
+                $(#[$attribute])*
+                #[serde(rename = $type_name)]
+                $variant($payload),
+                $(
+                    /// An older version, still read (upcast on decode).
+                    #[serde(rename = $older)]
+                    $older_variant($payload),
+                )*
+            )+
+        }
+
         /// Every message Herald appends to its log.
         #[derive(Clone, Debug, Serialize, JsonSchema)]
         #[serde(tag = "type", content = "data")]
@@ -37,6 +57,9 @@ macro_rules! log_messages {
         impl LogMessage {
             /// Every versioned type name this build reads and writes.
             pub const TYPE_NAMES: &'static [&'static str] = &[$($type_name),+];
+
+            /// Older versions this build still reads (upcast on decode) but no longer writes.
+            pub const OLDER_TYPE_NAMES: &'static [&'static str] = &[$($($older,)*)+];
 
             /// The versioned type name, as found in the envelope's `type` field.
             pub fn type_name(&self) -> &'static str {
@@ -65,15 +88,16 @@ log_messages! {
     AttemptRecorded(AttemptRecorded) = "attempt.recorded.v1",
     DeliveryDeferred(DeliveryDeferred) = "delivery.deferred.v1",
     RetryDue(RetryDue) = "retry.due.v1",
-    TenantCreated(TenantCreated) = "tenant.created.v2" | "tenant.created.v1",
+    TenantCreated(TenantCreated) = "tenant.created.v2" | TenantCreatedV1 = "tenant.created.v1",
     TenantUpdated(TenantUpdated) = "tenant.updated.v1",
     ApiKeyCreated(ApiKeyCreated) = "api_key.created.v1",
     ApiKeyRevoked(ApiKeyRevoked) = "api_key.revoked.v1",
-    EndpointCreated(EndpointCreated) = "endpoint.created.v2" | "endpoint.created.v1",
+    EndpointCreated(EndpointCreated) = "endpoint.created.v2" | EndpointCreatedV1 = "endpoint.created.v1",
     EndpointUpdated(EndpointUpdated) = "endpoint.updated.v1",
     EndpointDeleted(EndpointDeleted) = "endpoint.deleted.v1",
-    EndpointSecretRotated(EndpointSecretRotated) = "endpoint.secret_rotated.v2" | "endpoint.secret_rotated.v1",
-    EndpointDisabled(EndpointDisabled) = "endpoint.disabled.v2" | "endpoint.disabled.v1",
+    EndpointSecretRotated(EndpointSecretRotated) = "endpoint.secret_rotated.v2"
+        | EndpointSecretRotatedV1 = "endpoint.secret_rotated.v1",
+    EndpointDisabled(EndpointDisabled) = "endpoint.disabled.v2" | EndpointDisabledV1 = "endpoint.disabled.v1",
     EndpointCircuitOpened(EndpointCircuitOpened) = "endpoint.circuit_opened.v1",
     EndpointCircuitClosed(EndpointCircuitClosed) = "endpoint.circuit_closed.v1",
     ReplayRequested(ReplayRequested) = "delivery.replay_requested.v1",

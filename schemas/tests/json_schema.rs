@@ -1,13 +1,14 @@
-//! Outside subscribers validate log messages against `schemas/json/log-message.schema.json`.
+//! Outside subscribers validate log messages against `schemas/json/log-message.schema.json`,
+//! which describes every version that may be in the log ([`PublishedMessage`]).
 //! This test fails when the Rust types and the committed schema drift apart; run it with
 //! `HERALD_UPDATE_SCHEMAS=1` to regenerate the file after an intended change.
 
-use herald_schemas::LogMessage;
+use herald_schemas::log_message::PublishedMessage;
 use std::path::PathBuf;
 
 #[test]
 fn committed_json_schema_matches_the_rust_types() {
-    let schema = schemars::schema_for!(LogMessage);
+    let schema = schemars::schema_for!(PublishedMessage);
     let generated = serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json/log-message.schema.json");
     if std::env::var_os("HERALD_UPDATE_SCHEMAS").is_some() {

@@ -49,6 +49,7 @@ impl OwnHerald {
         config.stack.namespace = run_id.clone();
         let admin_token = format!("adm_{run_id}");
         config.command.admin_token = Some(admin_token.clone().into());
+        config.secrets.secrets_key = Some(herald_tests::test_secrets_key().into());
         config.command.allowed_target_cidrs = "127.0.0.0/8".to_owned();
         config.delivery.allowed_target_cidrs = "127.0.0.0/8".to_owned();
         config.delivery.request_timeout_ms = 2_000;

@@ -289,6 +289,52 @@ async fn every_message_in_a_real_run_follows_the_published_contract() -> anyhow:
     )
     .await?;
 
+    // Configuration: a key made and revoked, an endpoint changed and another deleted, the
+    // tenant changed by an operator.
+    let key = post(
+        &api,
+        &tenant.api_key,
+        "/v1/api_keys",
+        json!({ "name": "contract" }),
+    )
+    .await?;
+    let (status, _) = api
+        .delete(
+            &tenant,
+            &format!(
+                "/v1/api_keys/{}",
+                key["key_id"].as_str().unwrap_or_default()
+            ),
+        )
+        .await?;
+    anyhow::ensure!(status == 204, "revoking: {status}");
+    let spare = api
+        .create_endpoint(
+            &tenant,
+            json!({ "url": healthy.url, "events": ["order.none"] }),
+        )
+        .await?;
+    let path = format!("/v1/webhook_endpoints/{}", spare.endpoint_id);
+    let (status, _) = api
+        .patch(
+            &tenant,
+            &path,
+            json!({ "description": "changed", "headers": {"X-A": "b"} }),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "patching: {status}");
+    let (status, _) = api.delete(&tenant, &path).await?;
+    anyhow::ensure!(status == 204, "deleting: {status}");
+    let (status, _, _) = api
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/admin/v1/tenants/{}", tenant.tenant_id),
+            &api.herald.admin_token,
+            Some(json!({ "name": "log contract" })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "changing the tenant: {status}");
+
     // Done when every type has been seen, the receivers got what the scenario sends (the
     // replay included) and the subscriber has read the log stream to its end.
     let expected = LogMessage::TYPE_NAMES;
@@ -411,7 +457,10 @@ fn frozen_samples_validate_against_the_json_schema() {
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         checked += 1;
     }
-    assert_eq!(checked, LogMessage::TYPE_NAMES.len());
+    assert_eq!(
+        checked,
+        LogMessage::TYPE_NAMES.len() + LogMessage::OLDER_TYPE_NAMES.len()
+    );
 
     // The validator does reject what breaks the contract.
     let sample: Value = serde_json::from_slice(
