@@ -177,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
             }
             let (counts, unused) =
                 herald::secrets_admin::status(&config.secrets, &stack.pool).await?;
+            if counts.is_empty() {
+                println!("no endpoint secrets are stored yet");
+            }
             for (key_id, count) in &counts {
                 println!("{key_id}: {count} values");
             }
