@@ -157,6 +157,7 @@ pub async fn create_event(
             "the event log did not acknowledge the event; {advice}"
         )));
     }
+    herald_metrics::metrics().event_accepted();
     tracing::debug!(%tenant_id, %event_id, "event accepted");
     Ok(accepted(event_id))
 }

@@ -309,6 +309,7 @@ impl AttemptRunner {
             false => None,
         };
         let _permit = self.in_flight.acquire().await;
+        let _counted = herald_metrics::metrics().attempt_in_flight();
         let report = self
             .sender
             .send(&Webhook {
@@ -372,6 +373,16 @@ impl AttemptRunner {
             next_attempt_at: decision.next_attempt_at,
         };
         tracing::debug!(outcome = decision.outcome.as_str(), http_status = ?record.http_status, "attempt finished");
+        let made_request = record.http_status.is_some() || !report.latency.is_zero();
+        let since_accepted = (decision.outcome == AttemptOutcome::Succeeded)
+            .then(|| (record.finished_at - event.accepted_at).to_std().ok())
+            .flatten();
+        herald_metrics::metrics().attempt_recorded(
+            decision.outcome.as_str(),
+            error_class.map(ErrorClass::as_str),
+            made_request.then_some(report.latency),
+            since_accepted,
+        );
         let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
         let message = LogMessage::AttemptRecorded(record);
         let recorded = self.publisher.publish(subject, &message);

@@ -100,6 +100,7 @@ pub async fn run(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
+        .route("/metrics", get(crate::health::metrics))
         .merge(crate::api_docs::routes());
     // Each task ends with its service's name, or with why it failed.
     let mut background: JoinSet<Result<&'static str, ServiceFailed>> = JoinSet::new();

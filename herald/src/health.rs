@@ -100,3 +100,24 @@ pub async fn healthz(State(stack): State<Stack>) -> (StatusCode, Json<Health>) {
     };
     (status, Json(health))
 }
+
+/// `GET /metrics`: this process's counters and histograms in the Prometheus text format.
+/// Like `/healthz` it needs no credential: it holds totals, no tenant's data.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((
+        status = 200,
+        description = "Prometheus text format: `herald_http_requests_total`, `herald_events_accepted_total`, `herald_delivery_attempts_total`, `herald_attempt_duration_seconds`, `herald_accept_to_delivered_seconds`, `herald_attempts_in_flight`, `herald_log_publish_duration_seconds`, `herald_outbox_backlog`",
+        body = String,
+        content_type = "text/plain"
+    ))
+)]
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        herald_metrics::metrics().render(),
+    )
+}

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
         title = "Herald",
         description = "Webhook delivery: submit events, Herald delivers them signed, retried and recorded.",
     ),
-    paths(crate::health::healthz),
+    paths(crate::health::healthz, crate::health::metrics),
     modifiers(&BearerSchemes)
 )]
 struct OperationsApi;

@@ -12,6 +12,13 @@ use tracing::Instrument;
 
 /// Middleware (`axum::middleware::from_fn(request_span)`) running each request in its span.
 pub async fn request_span(request: Request, next: Next) -> Response {
+    // The route template, not the path: ids in paths would make the label unbounded.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -28,6 +35,7 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     async move {
         let response = next.run(request).await;
         tracing::Span::current().record("status", response.status().as_u16());
+        herald_metrics::metrics().request_answered(&route, &method, response.status().as_u16());
         if response.status().is_server_error() {
             tracing::warn!("request failed");
         }

@@ -81,11 +81,13 @@ impl LogPublisher {
     /// one connection, so acknowledgements are pipelined rather than taken one at a time.
     #[tracing::instrument(level = "debug", skip_all, fields(%subject), err(level = "debug"))]
     pub async fn publish(&self, subject: String, message: &LogMessage) -> Result<u64, LogError> {
+        let started = std::time::Instant::now();
         let ack = self
             .jetstream
             .publish(subject, message.encode().into())
             .await?
             .await?;
+        herald_metrics::metrics().log_published(started.elapsed());
         Ok(ack.sequence)
     }
 
@@ -117,6 +119,7 @@ impl LogPublisher {
         message_id: String,
     ) -> Result<u64, LogError> {
         use async_nats::jetstream::message::PublishMessage;
+        let started = std::time::Instant::now();
         let ack = self
             .jetstream
             .send_publish(
@@ -127,6 +130,7 @@ impl LogPublisher {
             )
             .await?
             .await?;
+        herald_metrics::metrics().log_published(started.elapsed());
         Ok(ack.sequence)
     }
 }

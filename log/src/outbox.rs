@@ -109,6 +109,13 @@ impl Outbox {
                 () = tokio::time::sleep(RELAY_EVERY) => {}
                 () = shutdown.cancelled() => return,
             }
+            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM log_outbox")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(staged) => herald_metrics::metrics().outbox_backlog(staged),
+                Err(error) => tracing::debug!(%error, "could not count the outbox"),
+            }
             match self.relay_once().await {
                 Ok(0) => {}
                 Ok(relayed) => tracing::info!(relayed, "outbox relayed changes to the log"),

@@ -10,6 +10,7 @@ mod idempotency;
 mod isolation;
 mod keys_and_tenants;
 mod listing;
+mod metrics;
 mod ordering;
 mod read_side;
 mod receiver_answers;
