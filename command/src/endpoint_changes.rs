@@ -22,54 +22,45 @@ use herald_http::{ApiError, ApiJson, ApiKeyCaller};
 use herald_schemas::{
     EndpointDeleted, EndpointId, EndpointUpdated, LogMessage, RateLimit, RetryPolicyOverride,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
-
-/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = EndpointUrl, required = false)]
     pub url: Option<Option<String>>,
     /// Event types to deliver; `null` delivers every type.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = Option<Vec<EventTypeName>>, nullable, min_items = 1, max_items = 256)]
     pub events: Option<Option<Vec<String>>>,
     /// `null` or blank removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = Option<Description>, nullable)]
     pub description: Option<Option<String>>,
     /// Enabling an endpoint Herald disabled (its receiver answered 410 Gone) clears
     /// `disabled_reason`.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = bool, required = false)]
     pub enabled: Option<Option<bool>>,
     /// `null` removes the limit.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(nullable)]
     pub rate_limit: Option<Option<RateLimitRequest>>,
     /// Replaces the endpoint's retry policy as a whole; `null` goes back to the service
     /// default.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(nullable)]
     pub retry_policy: Option<Option<RetryPolicyRequest>>,
     /// Deliveries already waiting keep the lane they are in; new ones follow the new setting.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = bool, required = false)]
     pub ordered: Option<Option<bool>>,
     /// Sets the named headers, removes those given `null`, keeps the others; `null` removes
     /// every custom header.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = Option<CustomHeadersChange>, nullable)]
     pub headers: Option<Option<BTreeMap<String, Option<String>>>>,
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use herald_http::admin::AdminCaller;
 use herald_http::{ApiError, ApiJson, ApiQuery, Scopes};
 use herald_schemas::{Actor, LogMessage, RateLimit, TenantCreated, TenantId, TenantUpdated};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -197,15 +197,6 @@ pub async fn list_tenants(
     Ok(Json(TenantList { data, next_after }))
 }
 
-/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
@@ -216,7 +207,7 @@ pub struct UpdateTenant {
     pub suspended: Option<bool>,
     /// Events accepted a second, across every command process; over it `POST /v1/events`
     /// answers 429 with `Retry-After`. `null` removes the limit.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = Option<crate::endpoints::RateLimitRequest>, nullable)]
     pub ingest_rate_limit: Option<Option<crate::endpoints::RateLimitRequest>>,
 }

@@ -40,6 +40,16 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
 
+/// For `#[serde(default, deserialize_with = "…::present")]` on an `Option<Option<T>>` field
+/// of a PATCH body: tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// A body that may be left out: no bytes (or only whitespace) and `null` both mean the
 /// defaults, as the OpenAPI document says of an optional, nullable body.
 pub fn parse_optional<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {

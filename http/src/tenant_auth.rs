@@ -123,20 +123,6 @@ impl TenantAuthenticator {
         })
     }
 
-    /// The tenant of an API key; a portal session token is refused (403) since it may only
-    /// read and replay.
-    pub async fn authenticate(
-        &self,
-        presented_key: &str,
-    ) -> Result<(TenantId, Credential), ApiError> {
-        match self.authenticate_any(presented_key).await? {
-            found @ (_, Credential::ApiKey { .. }) => Ok(found),
-            (_, Credential::PortalSession { .. }) => Err(ApiError::Forbidden(
-                "a portal session can read and replay, nothing else; use an API key".to_owned(),
-            )),
-        }
-    }
-
     /// Drops every cached token of `tenant_id`: one of its keys was revoked, or the tenant
     /// was suspended or resumed.
     pub fn forget_tenant(&self, tenant_id: TenantId) {
@@ -293,23 +279,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let key = bearer_token(parts).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "send your API key as `Authorization: Bearer <api_key>`".to_owned(),
-            )
-        })?;
-        let authenticator = Arc::<TenantAuthenticator>::from_ref(state);
-        let (tenant_id, credential) = authenticator.authenticate(key).await?;
-        let Credential::ApiKey { key_id, scopes } = credential else {
-            return Err(ApiError::Forbidden("use an API key".to_owned()));
-        };
-        scopes.allow(&parts.method)?;
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
-        Ok(Self {
-            tenant_id,
-            key_id,
-            scopes,
-        })
+        let missing = "send your API key as `Authorization: Bearer <api_key>`";
+        match resolve(parts, state, missing).await? {
+            (tenant_id, Credential::ApiKey { key_id, scopes }) => Ok(Self {
+                tenant_id,
+                key_id,
+                scopes,
+            }),
+            (_, Credential::PortalSession { .. }) => Err(ApiError::Forbidden(
+                "a portal session can read and replay, nothing else; use an API key".to_owned(),
+            )),
+        }
     }
 }
 
@@ -355,23 +335,34 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "send your API key (or portal session token) as `Authorization: Bearer <token>`"
-                    .to_owned(),
-            )
-        })?;
-        let authenticator = Arc::<TenantAuthenticator>::from_ref(state);
-        let (tenant_id, credential) = authenticator.authenticate_any(token).await?;
-        if let Credential::ApiKey { scopes, .. } = credential {
-            scopes.allow(&parts.method)?;
-        }
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
+        let missing =
+            "send your API key (or portal session token) as `Authorization: Bearer <token>`";
+        let (tenant_id, credential) = resolve(parts, state, missing).await?;
         Ok(Self {
             tenant_id,
             credential,
         })
     }
+}
+
+/// The tenant and credential of the request's bearer token (an API key whose scopes allow
+/// the request's method, or an unexpired portal session); 401 with `missing` without one.
+async fn resolve<S>(
+    parts: &Parts,
+    state: &S,
+    missing: &str,
+) -> Result<(TenantId, Credential), ApiError>
+where
+    Arc<TenantAuthenticator>: FromRef<S>,
+{
+    let token = bearer_token(parts).ok_or_else(|| ApiError::Unauthorized(missing.to_owned()))?;
+    let authenticator = Arc::<TenantAuthenticator>::from_ref(state);
+    let (tenant_id, credential) = authenticator.authenticate_any(token).await?;
+    if let Credential::ApiKey { scopes, .. } = credential {
+        scopes.allow(&parts.method)?;
+    }
+    tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
+    Ok((tenant_id, credential))
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
