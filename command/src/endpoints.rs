@@ -15,8 +15,8 @@ use herald_http::field_schemas::EventTypeName;
 use herald_http::{ApiError, ApiJson, ApiKeyCaller};
 use herald_rules::{Ed25519SigningKey, SigningSecret};
 use herald_schemas::{
-    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage, RateLimit,
-    RetryPolicyOverride, SignatureScheme,
+    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage,
+    OperationalEvent, RateLimit, RetryPolicyOverride, SignatureScheme,
 };
 use herald_store::endpoints::{SealedHeaders, SigningMaterial};
 use serde::{Deserialize, Serialize};
@@ -419,6 +419,17 @@ pub(crate) fn validate_event_types(
     for (index, event_type) in events.iter().enumerate() {
         validation::event_type(event_type)
             .map_err(|error| ApiError::invalid(format!("events[{index}]"), error.to_string()))?;
+        if herald_schemas::operational::is_operational(event_type)
+            && !OperationalEvent::TYPE_NAMES.contains(&event_type.as_str())
+        {
+            return Err(ApiError::invalid(
+                format!("events[{index}]"),
+                format!(
+                    "Herald emits no `{event_type}`; its own event types are {}",
+                    OperationalEvent::TYPE_NAMES.join(", ")
+                ),
+            ));
+        }
     }
     events.sort();
     events.dedup();

@@ -71,6 +71,12 @@ pub async fn create_event(
     state.ingest_limits.admit(tenant_id).await?;
     validation::event_type(&request.event_type)
         .map_err(|error| ApiError::invalid("type", error.to_string()))?;
+    if herald_schemas::operational::is_operational(&request.event_type) {
+        return Err(ApiError::invalid(
+            "type",
+            "types starting with `herald.` are Herald's own operational events; choose another name",
+        ));
+    }
     if request.payload.get() == "null" {
         return Err(ApiError::invalid(
             "payload",

@@ -9,6 +9,9 @@
 //!   message and removes it from the outbox; if that fails, or the process dies first, the
 //!   outbox relay of any command or delivery process appends it a few seconds later. Nothing
 //!   committed is left out of the log.
+//! - **Herald's own events** (`herald.…`: endpoint disabled, circuit opened or closed,
+//!   delivery dead-lettered) are read from the log's facts and accepted like a producer's,
+//!   routed only to endpoints that list them ([`operational_events`], ADR 0020).
 //! - This process's routing cache is refreshed at once by its own changes and by the config
 //!   messages other processes append ([`follow_config_changes`]).
 
@@ -21,12 +24,14 @@ pub mod events;
 pub mod field_schemas;
 pub mod idempotency;
 pub mod ingest_limit;
+pub mod operational_events;
 pub mod routing;
 pub mod state;
 pub mod tenants;
 pub mod validation;
 
 pub use config::CommandConfig;
+pub use operational_events::announce_operational_events;
 pub use state::CommandState;
 
 use axum::extract::DefaultBodyLimit;

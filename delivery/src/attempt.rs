@@ -19,6 +19,7 @@ use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use chrono::{DateTime, Utc};
 use herald_log::outbox::Outbox;
 use herald_log::{LogError, LogPublisher};
+use herald_schemas::operational::is_operational;
 use herald_schemas::{
     AttemptId, AttemptOutcome, AttemptRecorded, DeferralReason, EndpointCircuitClosed,
     EndpointCircuitOpened, EndpointId, ErrorClass, EventAccepted, LogMessage, RateLimit, RetryDue,
@@ -322,9 +323,15 @@ impl AttemptRunner {
                 headers: &target.headers,
             })
             .await;
-        let transition = self
-            .breakers
-            .record(job.endpoint_id, &report.result, report.finished_at);
+        // A failing operational delivery must not open a breaker: that would be announced,
+        // and one of Herald's own events would lead to another.
+        let operational = is_operational(&job.event.event_type);
+        let transition = self.breakers.record(
+            job.endpoint_id,
+            &report.result,
+            !operational,
+            report.finished_at,
+        );
         if let Some(transition) = transition {
             self.announce(job, transition, report.finished_at).await;
         }
@@ -344,7 +351,9 @@ impl AttemptRunner {
             AttemptResult::Retryable { class, .. } | AttemptResult::Final { class } => Some(class),
         };
         let event = &job.event;
-        if report.http_status == Some(410) {
+        // Only a producer's event disables an endpoint that answers 410: the disabling is
+        // announced, and an operational event must not lead to another.
+        if report.http_status == Some(410) && !is_operational(&event.event_type) {
             let subject = self.publisher.namespace().config_subject(event.tenant_id);
             self.endpoints
                 .disable_gone(event.tenant_id, job.endpoint_id, &self.outbox, subject)

@@ -41,13 +41,19 @@ impl EndpointBreakers {
         }
     }
 
+    /// Tells the endpoint's breaker how an attempt went. With `failures_count` false (an
+    /// operational event's delivery) a failure says nothing and only a success is heard.
     pub fn record(
         &self,
         endpoint_id: EndpointId,
         result: &AttemptResult,
+        failures_count: bool,
         now: DateTime<Utc>,
     ) -> Option<Transition> {
-        let health = health(result);
+        let health = match health(result) {
+            Health::Failing if !failures_count => Health::Unknown,
+            health => health,
+        };
         let mut breakers = self.breakers.lock().ok()?;
         if health == Health::Alive && !breakers.contains_key(&endpoint_id) {
             // Healthy endpoints need no entry; keeps the map as small as the trouble.
@@ -90,5 +96,46 @@ pub fn health(result: &AttemptResult) -> Health {
             ..
         } => Health::Unknown,
         AttemptResult::Retryable { .. } => Health::Failing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure() -> AttemptResult {
+        AttemptResult::Retryable {
+            class: ErrorClass::Http5xx,
+            retry_after: None,
+        }
+    }
+
+    /// Operational deliveries failing without end never open their endpoint's breaker (which
+    /// would be announced), yet their successes still close one that producers' events opened.
+    #[test]
+    fn operational_failures_never_open_a_breaker_but_their_success_closes_one() {
+        let breakers = EndpointBreakers::new(BreakerPolicy::default());
+        let endpoint_id = EndpointId::generate();
+        let now = Utc::now();
+        for _ in 0..100 {
+            assert_eq!(breakers.record(endpoint_id, &failure(), false, now), None);
+        }
+        assert_eq!(breakers.admit(endpoint_id, now), Admission::Send);
+        let opened = (0..BreakerPolicy::default().failure_threshold)
+            .filter_map(|_| breakers.record(endpoint_id, &failure(), true, now))
+            .collect::<Vec<_>>();
+        assert!(matches!(opened.as_slice(), [Transition::Opened { .. }]));
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(breakers.admit(endpoint_id, later), Admission::Probe);
+        assert_eq!(
+            breakers.record(endpoint_id, &failure(), false, later),
+            None,
+            "an operational probe that fails says nothing"
+        );
+        assert_eq!(breakers.admit(endpoint_id, later), Admission::Probe);
+        assert_eq!(
+            breakers.record(endpoint_id, &AttemptResult::Succeeded, false, later),
+            Some(Transition::Closed)
+        );
     }
 }

@@ -120,10 +120,14 @@ pub async fn run(
         background.spawn(background_task(
             "configuration follower",
             infallible(herald_command::follow_config_changes(
-                state,
+                state.clone(),
                 stack.nats.clone(),
                 shutdown.clone(),
             )),
+        ));
+        background.spawn(background_task(
+            "operational events",
+            herald_command::announce_operational_events(state.clone(), shutdown.clone()),
         ));
         background.spawn(background_task(
             "secret eraser",

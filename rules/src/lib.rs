@@ -4,8 +4,8 @@
 //! secrets at rest (command seals, delivery opens), which addresses receivers
 //! may use (command checks endpoint URLs, delivery checks every connection), and token buckets
 //! (delivery paces endpoints, query paces replay requests), and which endpoints an event type
-//! reaches (command routes events, replays from the log route them again). Nothing here does
-//! I/O.
+//! reaches (command routes events, replays from the log route them again), Herald's own `herald.…`
+//! types only to endpoints that list them. Nothing here does I/O.
 
 pub mod rate_limit;
 pub mod routing;

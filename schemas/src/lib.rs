@@ -10,6 +10,7 @@ pub mod config_changes;
 pub mod ids;
 pub mod log_message;
 pub mod messages;
+pub mod operational;
 pub mod status;
 pub mod subjects;
 
@@ -26,5 +27,6 @@ pub use messages::{
     ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
     RetryPolicyOverride, SignatureScheme, TenantCreated,
 };
+pub use operational::OperationalEvent;
 pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};
 pub use subjects::Namespace;
