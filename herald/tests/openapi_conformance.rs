@@ -16,7 +16,7 @@
 //! nothing delivers to them.
 
 use herald_tests::process::{HeraldProcess, StackUrls};
-use herald_tests::receiver::Receiver;
+use herald_tests::receiver::{Receiver, Reply};
 use herald_tests::{wait_until, Api};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -170,6 +170,75 @@ async fn a_delivered_webhook_is_what_the_document_promises() -> anyhow::Result<(
     }
     let _ = std::fs::remove_file(&document);
     Ok(())
+}
+
+/// One of Herald's own events (a dead letter's announcement) fits its entry in `webhooks`,
+/// and the reference verifier accepts its signature.
+#[tokio::test]
+async fn an_operational_webhook_is_what_the_document_promises() -> anyhow::Result<()> {
+    let python = venv_program("python")?;
+    let process = HeraldProcess::start(HERALD, &[]).await?;
+    let api = Api::with(process.herald.clone());
+    let operations = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.script([Reply::status(503)]);
+    let tenant = api.create_tenant("operational-contract").await?;
+    let endpoint = api
+        .create_endpoint(
+            &tenant,
+            json!({ "url": operations.url, "events": ["herald.delivery.dead_lettered"] }),
+        )
+        .await?;
+    api.create_endpoint(
+        &tenant,
+        json!({ "url": failing.url, "events": ["order.created"], "retry_policy": { "max_attempts": 1 } }),
+    )
+    .await?;
+    let document = served_document(&api, "herald-operational-webhooks").await?;
+    api.send_event(&tenant, json!({ "type": "order.created", "payload": {} }))
+        .await?;
+    let request = wait_until(
+        Duration::from_secs(30),
+        "the dead letter announced",
+        || async { operations.requests().first().cloned() },
+    )
+    .await?;
+    let headers: serde_json::Map<String, serde_json::Value> = request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                json!(value.to_str().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let received = std::env::temp_dir().join(format!(
+        "herald-operational-webhook-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &received,
+        serde_json::to_vec(&json!({
+            "headers": headers,
+            "body": String::from_utf8(request.body.to_vec())?,
+        }))?,
+    )?;
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_contract.py"))
+        .arg(&document)
+        .arg(&received)
+        .arg(&endpoint.secret)
+        .arg("herald.delivery.dead_lettered");
+    let checked = run_checked(
+        command,
+        "the operational webhook does not match its contract",
+    )
+    .await;
+    let _ = std::fs::remove_file(&received);
+    let _ = std::fs::remove_file(&document);
+    checked.map(|_| ())
 }
 
 #[tokio::test]

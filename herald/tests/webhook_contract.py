@@ -2,8 +2,10 @@
 `webhooks` section of its OpenAPI document (body schema, each header's schema) and the
 Standard Webhooks reference verifier (`standardwebhooks`), which must accept the signature.
 
-    python webhook_contract.py DOCUMENT.json REQUEST.json SECRET
+    python webhook_contract.py DOCUMENT.json REQUEST.json SECRET [WEBHOOK]
 
+WEBHOOK names the entry of `webhooks` the request must fit: `event` (the default) for a
+producer's event, or one of Herald's own types such as `herald.delivery.dead_lettered`.
 REQUEST.json is {"headers": {name: value}, "body": "<the body as received>"}. Prints one line
 per check; exits 1 with the reasons when any fails."""
 
@@ -21,13 +23,14 @@ def schema_in(document, schema):
 
 def main():
     document_path, request_path, secret = sys.argv[1:4]
+    webhook = sys.argv[4] if len(sys.argv) > 4 else "event"
     with open(document_path) as file:
         document = json.load(file)
     with open(request_path) as file:
         request = json.load(file)
     headers = {name.lower(): value for name, value in request["headers"].items()}
     body = request["body"]
-    operation = document["webhooks"]["event"]["post"]
+    operation = document["webhooks"][webhook]["post"]
     problems = []
 
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
