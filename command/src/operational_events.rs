@@ -218,6 +218,8 @@ mod tests {
             response_body_hash: None,
             outcome,
             next_attempt_at: None,
+            request_bytes: 0,
+            response_bytes: 0,
         })
         .encode()
     }

@@ -380,6 +380,8 @@ impl AttemptRunner {
             response_body_hash: report.response_body_hash,
             outcome: decision.outcome,
             next_attempt_at: decision.next_attempt_at,
+            request_bytes: report.request_bytes,
+            response_bytes: report.response_bytes,
         };
         tracing::debug!(outcome = decision.outcome.as_str(), http_status = ?record.http_status, "attempt finished");
         let made_request = record.http_status.is_some() || !report.latency.is_zero();

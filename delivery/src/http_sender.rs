@@ -37,6 +37,11 @@ pub struct SendReport {
     pub latency: Duration,
     /// SHA-256 (hex) of the response body's first 64 KiB, when there was a response.
     pub response_body_hash: Option<String>,
+    /// Bytes of the request body, when the receiver answered (usage metering counts what
+    /// surely reached a receiver).
+    pub request_bytes: u32,
+    /// Bytes of the response body read (at most 64 KiB).
+    pub response_bytes: u32,
 }
 
 impl SendReport {
@@ -52,6 +57,8 @@ impl SendReport {
             finished_at: now,
             latency: Duration::ZERO,
             response_body_hash: None,
+            request_bytes: 0,
+            response_bytes: 0,
         }
     }
 }
@@ -123,15 +130,18 @@ impl HttpSender {
         let started = Instant::now();
         let outcome = self.exchange(webhook, started_at).await;
         let latency = started.elapsed();
-        let (result, http_status, error_message, response_body_hash) = match outcome {
-            Ok((status, retry_after, body_hash)) => {
-                let result = classify_status(status, retry_after);
+        let (result, http_status, error_message, response) = match outcome {
+            Ok(answer) => {
+                let result = classify_status(answer.status, answer.retry_after);
                 let message = (!matches!(result, AttemptResult::Succeeded))
-                    .then(|| format!("receiver answered {status}"));
-                (result, Some(status), message, Some(body_hash))
+                    .then(|| format!("receiver answered {}", answer.status));
+                (result, Some(answer.status), message, Some(answer))
             }
             Err((result, message)) => (result, None, Some(message), None),
         };
+        let (request_bytes, response_bytes) = response
+            .as_ref()
+            .map_or((0, 0), |answer| (answer.request_bytes, answer.body.bytes));
         SendReport {
             result,
             http_status,
@@ -139,7 +149,9 @@ impl HttpSender {
             started_at,
             finished_at: Utc::now(),
             latency,
-            response_body_hash,
+            response_body_hash: response.map(|answer| answer.body.hash),
+            request_bytes,
+            response_bytes,
         }
     }
 
@@ -147,7 +159,7 @@ impl HttpSender {
         &self,
         webhook: &Webhook<'_>,
         started_at: DateTime<Utc>,
-    ) -> Result<(u16, Option<Duration>, String), (AttemptResult, String)> {
+    ) -> Result<Answer, (AttemptResult, String)> {
         let url = reqwest::Url::parse(webhook.url).map_err(|error| {
             (
                 AttemptResult::Final {
@@ -164,6 +176,7 @@ impl HttpSender {
             data: webhook.payload,
         })
         .unwrap_or_default();
+        let request_bytes = u32::try_from(body.len()).unwrap_or(u32::MAX);
         let webhook_id = webhook.event_id.to_string();
         let signature = webhook
             .signers
@@ -205,8 +218,13 @@ impl HttpSender {
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, Utc::now()));
-        let body_hash = read_and_hash(response).await;
-        Ok((status, retry_after, body_hash))
+        let body = read_and_hash(response).await;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+            request_bytes,
+        })
     }
 
     /// reqwest skips the resolver for IP-literal hosts, so those are checked here.
@@ -238,10 +256,24 @@ fn traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
 }
 
+/// What a receiver answered.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: ResponseBody,
+    request_bytes: u32,
+}
+
+/// What is kept of a response body: its hash and how much of it was read.
+struct ResponseBody {
+    hash: String,
+    bytes: u32,
+}
+
 /// Reads at most 64 KiB of the response body and returns its SHA-256; the body itself is not
 /// kept. Reading lets the connection go back to the pool; a receiver that sends more than the
 /// limit loses its connection instead.
-async fn read_and_hash(mut response: reqwest::Response) -> String {
+async fn read_and_hash(mut response: reqwest::Response) -> ResponseBody {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let mut read = 0usize;
@@ -253,7 +285,10 @@ async fn read_and_hash(mut response: reqwest::Response) -> String {
             break;
         }
     }
-    hex(&hasher.finalize())
+    ResponseBody {
+        hash: hex(&hasher.finalize()),
+        bytes: u32::try_from(read).unwrap_or(u32::MAX),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -85,7 +85,7 @@ macro_rules! log_messages {
 
 log_messages! {
     EventAccepted(EventAccepted) = "event.accepted.v1",
-    AttemptRecorded(AttemptRecorded) = "attempt.recorded.v1",
+    AttemptRecorded(AttemptRecorded) = "attempt.recorded.v2" | AttemptRecordedV1 = "attempt.recorded.v1",
     DeliveryDeferred(DeliveryDeferred) = "delivery.deferred.v1",
     RetryDue(RetryDue) = "retry.due.v1",
     TenantCreated(TenantCreated) = "tenant.created.v2" | TenantCreatedV1 = "tenant.created.v1",

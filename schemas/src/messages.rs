@@ -183,6 +183,13 @@ pub struct AttemptRecorded {
     /// Set when `outcome` is `retry_scheduled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Bytes of the request body, when the receiver answered (0 otherwise, and in
+    /// `attempt.recorded.v1`, which did not count them).
+    #[serde(default)]
+    pub request_bytes: u32,
+    /// Bytes of the response body Herald read (at most 64 KiB; 0 in `attempt.recorded.v1`).
+    #[serde(default)]
+    pub response_bytes: u32,
 }
 
 /// A delivery's next attempt is due. Internal to `delivery/`: published on the retry stream

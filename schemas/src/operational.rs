@@ -243,6 +243,8 @@ mod tests {
             response_body_hash: None,
             outcome: AttemptOutcome::DeadLettered,
             next_attempt_at: None,
+            request_bytes: 0,
+            response_bytes: 0,
         }
     }
 

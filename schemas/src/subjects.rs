@@ -4,7 +4,7 @@
 //! | stream          | subjects                         | holds                                   |
 //! |-----------------|----------------------------------|-----------------------------------------|
 //! | `<NS>_LOG`      | `<ns>.events.<tenant_id>`        | `event.accepted.v1`                     |
-//! |                 | `<ns>.attempts.<tenant_id>`      | `attempt.recorded.v1`, `delivery.deferred.v1` |
+//! |                 | `<ns>.attempts.<tenant_id>`      | `attempt.recorded.v2`, `delivery.deferred.v1` |
 //! |                 | `<ns>.config.<tenant_id>`        | `tenant.created.v1`, `endpoint.*.v1`    |
 //! |                 | `<ns>.replays.<tenant_id>`       | `delivery.replay_requested.v1`, `replay.*.v1` |
 //! | `<NS>_RETRIES`  | `<ns>.retries.<delay_tier>`      | `retry.due.v1` (work queue)             |

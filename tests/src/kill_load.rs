@@ -176,7 +176,7 @@ async fn post(api: &Api, tenant: &Tenant, body: &Value) -> (u16, Value) {
 pub struct LogContents {
     /// Event id → how many `event.accepted.v1` messages carry it.
     pub events: HashMap<String, usize>,
-    /// Attempt id → how many `attempt.recorded.v1` messages carry it.
+    /// Attempt id → how many `attempt.recorded` messages (any version) carry it.
     pub attempts: HashMap<String, usize>,
 }
 
@@ -215,7 +215,7 @@ pub async fn read_log(api: &Api) -> Result<LogContents> {
         };
         match decoded["type"].as_str() {
             Some("event.accepted.v1") => *contents.events.entry(id("event_id")).or_default() += 1,
-            Some("attempt.recorded.v1") => {
+            Some("attempt.recorded.v1" | "attempt.recorded.v2") => {
                 *contents.attempts.entry(id("attempt_id")).or_default() += 1
             }
             _ => {}

@@ -40,7 +40,7 @@ fn log_message_validator() -> jsonschema::Validator {
 fn family_of(type_name: &str) -> &'static str {
     match type_name {
         "event.accepted.v1" => "events",
-        "attempt.recorded.v1" | "delivery.deferred.v1" => "attempts",
+        "attempt.recorded.v1" | "attempt.recorded.v2" | "delivery.deferred.v1" => "attempts",
         "tenant.created.v1"
         | "tenant.created.v2"
         | "tenant.updated.v1"
@@ -183,7 +183,7 @@ async fn every_message_in_a_real_run_follows_the_published_contract() -> anyhow:
                 let checked = check(&validator, &namespace, &seen.subject, &seen.payload);
                 let mut observed = observed.lock().expect("lock");
                 if seen.decoded.as_ref().map(LogMessage::type_name).ok()
-                    == Some("attempt.recorded.v1")
+                    == Some("attempt.recorded.v2")
                     && observed.first_attempt.is_none()
                 {
                     observed.first_attempt = Some((seen.stream_sequence, seen.published));
