@@ -237,8 +237,10 @@ async fn insert_events(
     if rows.event_id.is_empty() {
         return Ok(());
     }
+    // Usage counts the events this statement really added (ADR 0021).
     sqlx::query(
-        "INSERT INTO events (event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence, \
+        "WITH inserted AS ( \
+         INSERT INTO events (event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence, \
            target_endpoints, deliver_after, expires_at) \
          SELECT event_id, tenant_id, event_type, payload::json, idempotency_key, trace_id, accepted_at, status, log_sequence, \
            string_to_array(target_endpoints, ',')::uuid[], deliver_after, expires_at \
@@ -246,7 +248,13 @@ async fn insert_events(
            $10::text[], $11::timestamptz[], $12::timestamptz[]) \
            AS t(event_id, tenant_id, event_type, payload, idempotency_key, trace_id, accepted_at, status, log_sequence, \
              target_endpoints, deliver_after, expires_at) \
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT (event_id) DO NOTHING \
+         RETURNING tenant_id, accepted_at) \
+         INSERT INTO tenant_usage_hourly (tenant_id, hour, events_accepted) \
+         SELECT tenant_id, date_trunc('hour', accepted_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*) \
+         FROM inserted GROUP BY 1, 2 \
+         ON CONFLICT (tenant_id, hour) DO UPDATE \
+           SET events_accepted = tenant_usage_hourly.events_accepted + EXCLUDED.events_accepted",
     )
     .bind(&rows.event_id)
     .bind(&rows.tenant_id)
@@ -306,14 +314,29 @@ async fn insert_attempts(
     if rows.attempt_id.is_empty() {
         return Ok(());
     }
+    // Usage counts the attempts this statement really added (ADR 0021).
     sqlx::query(
-        "INSERT INTO attempts (attempt_id, tenant_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, \
+        "WITH inserted AS ( \
+         INSERT INTO attempts (attempt_id, tenant_id, event_id, endpoint_id, attempt_number, scheduled_at, started_at, \
            finished_at, http_status, error_code, error_message, latency_ms, outcome, next_attempt_at, trace_id, log_sequence, \
-           response_body_hash) \
+           response_body_hash, request_bytes, response_bytes) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[], \
            $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[], $11::text[], $12::int4[], $13::text[], \
-           $14::timestamptz[], $15::text[], $16::int8[], $17::text[]) \
-         ON CONFLICT DO NOTHING",
+           $14::timestamptz[], $15::text[], $16::int8[], $17::text[], $18::int4[], $19::int4[]) \
+         ON CONFLICT DO NOTHING \
+         RETURNING tenant_id, endpoint_id, started_at, attempt_number, outcome, request_bytes, response_bytes) \
+         INSERT INTO endpoint_usage_hourly \
+           (tenant_id, endpoint_id, hour, attempts, retries, successes, request_bytes, response_bytes) \
+         SELECT tenant_id, endpoint_id, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+           count(*), count(*) FILTER (WHERE attempt_number > 1), count(*) FILTER (WHERE outcome = 'succeeded'), \
+           sum(request_bytes), sum(response_bytes) \
+         FROM inserted GROUP BY 1, 2, 3 \
+         ON CONFLICT (tenant_id, hour, endpoint_id) DO UPDATE SET \
+           attempts = endpoint_usage_hourly.attempts + EXCLUDED.attempts, \
+           retries = endpoint_usage_hourly.retries + EXCLUDED.retries, \
+           successes = endpoint_usage_hourly.successes + EXCLUDED.successes, \
+           request_bytes = endpoint_usage_hourly.request_bytes + EXCLUDED.request_bytes, \
+           response_bytes = endpoint_usage_hourly.response_bytes + EXCLUDED.response_bytes",
     )
     .bind(&rows.attempt_id)
     .bind(&rows.tenant_id)
@@ -332,6 +355,8 @@ async fn insert_attempts(
     .bind(&rows.trace_id)
     .bind(&rows.log_sequence)
     .bind(&rows.response_body_hash)
+    .bind(&rows.request_bytes)
+    .bind(&rows.response_bytes)
     .execute(&mut **transaction)
     .await
     .map(|_| ())

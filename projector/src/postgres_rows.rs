@@ -59,6 +59,8 @@ pub struct AttemptRows {
     pub trace_id: Vec<String>,
     pub log_sequence: Vec<i64>,
     pub response_body_hash: Vec<Option<String>>,
+    pub request_bytes: Vec<i32>,
+    pub response_bytes: Vec<i32>,
 }
 
 /// The latest state of each delivery touched by the batch.
@@ -206,6 +208,10 @@ impl AttemptRows {
         self.log_sequence.push(sequence as i64);
         self.response_body_hash
             .push(attempt.response_body_hash.clone());
+        self.request_bytes
+            .push(i32::try_from(attempt.request_bytes).unwrap_or(i32::MAX));
+        self.response_bytes
+            .push(i32::try_from(attempt.response_bytes).unwrap_or(i32::MAX));
     }
 }
 

@@ -1,6 +1,8 @@
 //! `herald rebuild --target postgres`: rebuilds the Postgres read model (`events`,
 //! `deliveries`, `attempts`, `endpoint_health`, `replays`, and this projector's dead letters) from the log while live
-//! traffic goes on, then switches over in one transaction.
+//! traffic goes on, then switches over in one transaction. Usage (`*_usage_hourly`) is not
+//! replaced: it outlives the log's retention, and the live projector has kept it exactly
+//! (the copy counts into tables of its own that are dropped).
 //!
 //! The log is applied, with the live projector's own code (`postgres_projection::apply`),
 //! to copies of the tables in schema `herald_rebuild`. Once the copy has nearly caught up,
@@ -108,6 +110,10 @@ impl PostgresRebuild {
                      CREATE TABLE {SCHEMA}.endpoint_health \
                        (LIKE public.endpoint_health INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.replays (LIKE public.replays INCLUDING ALL); \
+                     CREATE TABLE {SCHEMA}.tenant_usage_hourly \
+                       (LIKE public.tenant_usage_hourly INCLUDING ALL); \
+                     CREATE TABLE {SCHEMA}.endpoint_usage_hourly \
+                       (LIKE public.endpoint_usage_hourly INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.projector_checkpoints \
                        (LIKE public.projector_checkpoints INCLUDING ALL); \
                      CREATE TABLE {SCHEMA}.projector_dead_letters \

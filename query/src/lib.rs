@@ -19,6 +19,7 @@ pub mod replay;
 pub mod session;
 pub mod sli;
 pub mod state;
+pub mod usage;
 
 pub use config::QueryConfig;
 pub use state::QueryState;
@@ -45,7 +46,9 @@ use axum::Router;
     portal::create_portal_session,
     admin::tenant_slis,
     admin::open_breakers,
-    audit::list_changes
+    audit::list_changes,
+    usage::get_usage,
+    usage::tenant_usage
 ), components(schemas(
     // Named by query parameters, which do not bring their schemas along.
     params::AttemptOutcomeName,
@@ -78,6 +81,8 @@ pub fn router(state: QueryState) -> Router {
             get(endpoints::get_endpoint),
         )
         .route("/v1/sli", get(sli::get_sli))
+        .route("/v1/usage", get(usage::get_usage))
+        .route("/admin/v1/usage", get(usage::tenant_usage))
         .route("/v1/sli/breakdown", get(sli::get_breakdown))
         .route("/v1/session", get(session::get_session))
         .route("/v1/audit", get(audit::list_changes))

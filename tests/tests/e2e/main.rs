@@ -17,3 +17,4 @@ mod read_side;
 mod receiver_answers;
 mod retries;
 mod routing;
+mod usage;
