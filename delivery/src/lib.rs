@@ -17,6 +17,7 @@ pub mod ordered_lanes;
 pub mod overdue;
 pub mod pre_attempt;
 pub mod replays;
+pub mod retry_backlog;
 pub mod retry_budget;
 pub mod retry_policy;
 pub mod retry_queue;
@@ -142,7 +143,7 @@ pub async fn run(
     let retry_worker = Arc::new(RetryWorker {
         deliveries: unordered.clone(),
         log_stream: log_stream.clone(),
-        retry_stream,
+        retry_stream: retry_stream.clone(),
         ack_wait,
     });
 
@@ -170,6 +171,10 @@ pub async fn run(
         )));
     }
     loops.push(tokio::spawn(overdue.run(shutdown.clone())));
+    loops.push(tokio::spawn(retry_backlog::sample(
+        retry_stream,
+        shutdown.clone(),
+    )));
     loops.push(tokio::spawn(log_replays.run(
         log_replays_spec,
         replays_started,

@@ -1,6 +1,7 @@
 //! Herald's operational metrics, one registry per process, rendered by `GET /metrics` in the
 //! Prometheus text format. Labels stay few and bounded (route template, method, status
-//! class, outcome, error class): tenant and endpoint ids belong to ClickHouse, not here.
+//! class, outcome, error class, projection): tenant and endpoint ids belong to ClickHouse, not
+//! here. Every family is described for operators in `docs/operations.md`.
 //!
 //! The metrics are process-wide statics so that the places that count (the HTTP edge, the
 //! delivery worker) need no handle threaded through them; every family is registered once,
@@ -12,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -22,6 +24,12 @@ pub struct RequestLabels {
     pub route: String,
     pub method: String,
     pub status: &'static str,
+}
+
+/// A read model fed from the log: `postgres` or `clickhouse`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabels {
+    pub projection: &'static str,
 }
 
 /// One delivery attempt, by outcome and error class (`none` when it succeeded).
@@ -41,6 +49,10 @@ pub struct Metrics {
     in_flight: Gauge,
     publish_seconds: Histogram,
     outbox_backlog: Gauge,
+    retries_waiting: Gauge,
+    breakers_open: Gauge,
+    projection_lag_messages: Family<ProjectionLabels, Gauge>,
+    projection_lag_seconds: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -97,6 +109,30 @@ impl Metrics {
             "Configuration changes staged but not yet appended to the log (as this process's relay last counted)",
             outbox_backlog.clone(),
         );
+        let retries_waiting = Gauge::default();
+        registry.register(
+            "retries_waiting",
+            "Retries scheduled in the log's retry stream and not yet taken out (as this process last sampled it)",
+            retries_waiting.clone(),
+        );
+        let breakers_open = Gauge::default();
+        registry.register(
+            "breakers_open",
+            "Endpoints whose circuit breaker is open or half-open in this delivery process",
+            breakers_open.clone(),
+        );
+        let projection_lag_messages = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_lag_messages",
+            "Log messages from the first one a projection has still to apply to the log's end (0 when caught up)",
+            projection_lag_messages.clone(),
+        );
+        let projection_lag_seconds = Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "projection_lag_seconds",
+            "How long the oldest log message a projection has still to apply has been in the log (0 when caught up)",
+            projection_lag_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -107,6 +143,10 @@ impl Metrics {
             in_flight,
             publish_seconds,
             outbox_backlog,
+            retries_waiting,
+            breakers_open,
+            projection_lag_messages,
+            projection_lag_seconds,
         }
     }
 
@@ -166,6 +206,28 @@ impl Metrics {
 
     pub fn outbox_backlog(&self, staged: i64) {
         self.outbox_backlog.set(staged);
+    }
+
+    pub fn retries_waiting(&self, waiting: u64) {
+        self.retries_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Breakers opened (positive) or closed (negative); counted on each change rather than
+    /// recounted, so it costs the same however many endpoints are in trouble.
+    pub fn breakers_opened(&self, change: i64) {
+        self.breakers_open.inc_by(change);
+    }
+
+    /// How far `projection` is behind the log, as last sampled.
+    pub fn projection_lag(&self, projection: &'static str, messages: u64, behind: Duration) {
+        let labels = ProjectionLabels { projection };
+        self.projection_lag_messages
+            .get_or_create(&labels)
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+        self.projection_lag_seconds
+            .get_or_create(&labels)
+            .set(behind.as_secs_f64());
     }
 
     /// Every family, in the Prometheus text format.
@@ -230,5 +292,27 @@ mod tests {
             text.contains("herald_accept_to_delivered_seconds_count 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn gauges_show_what_was_last_set() {
+        let metrics = Metrics::new();
+        metrics.retries_waiting(7);
+        metrics.breakers_opened(1);
+        metrics.breakers_opened(1);
+        metrics.breakers_opened(-1);
+        metrics.projection_lag("postgres", 12, Duration::from_millis(1500));
+        metrics.projection_lag("clickhouse", 0, Duration::ZERO);
+        let text = metrics.render();
+        for line in [
+            "herald_retries_waiting 7",
+            "herald_breakers_open 1",
+            "herald_projection_lag_messages{projection=\"postgres\"} 12",
+            "herald_projection_lag_seconds{projection=\"postgres\"} 1.5",
+            "herald_projection_lag_messages{projection=\"clickhouse\"} 0",
+            "herald_projection_lag_seconds{projection=\"clickhouse\"} 0.0",
+        ] {
+            assert!(text.lines().any(|shown| shown == line), "{line}: {text}");
+        }
     }
 }

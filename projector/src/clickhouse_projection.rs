@@ -26,6 +26,7 @@
 use crate::batch::{next_batch, read_from, sequence, Pulled};
 use crate::clickhouse_hold::{Held, WriteHold};
 use crate::error::ProjectorError;
+use crate::lag::AppliedPosition;
 use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
@@ -134,6 +135,8 @@ pub struct ClickHouseProjection {
     pub pool: PgPool,
     pub max_rows: usize,
     pub flush_after: Duration,
+    /// Told each position reached (for the lag gauges).
+    pub applied: AppliedPosition,
 }
 
 /// Where a projector resumes and what it writes under.
@@ -175,6 +178,7 @@ impl ClickHouseProjection {
                 "the ClickHouse projection",
             )
             .await?;
+            self.applied.set(applied_through);
             let start = applied_through + 1;
             let mut messages = match read_from(&log_stream, attempts_filter.clone(), start).await {
                 Ok(messages) => messages,
@@ -203,6 +207,7 @@ impl ClickHouseProjection {
                 }
                 if let Some(last) = batch.last() {
                     applied_through = applied_through.max(sequence(last));
+                    self.applied.set(applied_through);
                 }
             }
         }

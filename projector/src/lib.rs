@@ -9,6 +9,7 @@ pub mod clickhouse_rebuild;
 pub mod config;
 pub mod endpoint_health;
 pub mod error;
+pub mod lag;
 pub mod maintenance;
 pub mod postgres_projection;
 pub mod postgres_rows;
@@ -21,6 +22,7 @@ pub use config::ProjectorConfig;
 pub use error::ProjectorError;
 
 use crate::clickhouse_projection::ClickHouseProjection;
+use crate::lag::{AppliedPosition, Projection};
 use crate::maintenance::Maintenance;
 use async_nats::jetstream;
 use herald_schemas::Namespace;
@@ -50,12 +52,31 @@ pub async fn run(
         .get_stream(namespace.log_stream())
         .await
         .map_err(|error| ProjectorError::log("cannot open the log stream", error))?;
+    let postgres_applied = AppliedPosition::default();
+    let clickhouse_applied = AppliedPosition::default();
+    let lag_sampling = tokio::spawn(lag::sample(
+        log_stream.clone(),
+        vec![
+            Projection {
+                label: "postgres",
+                filter_subject: ">".to_owned(),
+                applied: postgres_applied.clone(),
+            },
+            Projection {
+                label: "clickhouse",
+                filter_subject: namespace.attempts_filter(),
+                applied: clickhouse_applied.clone(),
+            },
+        ],
+        shutdown.clone(),
+    ));
     let postgres_run = postgres_projection::run(
         pool.clone(),
         namespace.postgres_checkpoint(),
         log_stream.clone(),
         config.postgres_batch_messages,
         Duration::from_millis(config.postgres_batch_window_ms),
+        postgres_applied,
         shutdown.clone(),
     );
     let token = shutdown.clone();
@@ -65,6 +86,7 @@ pub async fn run(
         pool: pool.clone(),
         max_rows: config.clickhouse_batch_rows,
         flush_after: Duration::from_millis(config.clickhouse_flush_ms),
+        applied: clickhouse_applied,
     }
     .run(log_stream, namespace.attempts_filter(), shutdown.clone());
     let token = shutdown.clone();
@@ -79,7 +101,7 @@ pub async fn run(
         .run(shutdown.clone()),
     );
     tracing::info!("projector running");
-    let (postgres, analytics, _) = tokio::join!(postgres, analytics, housekeeping);
+    let (postgres, analytics, _, _) = tokio::join!(postgres, analytics, housekeeping, lag_sampling);
     tracing::info!("projector stopped");
     for outcome in [postgres, analytics] {
         outcome??;

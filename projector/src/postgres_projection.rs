@@ -9,6 +9,7 @@
 use crate::batch::{next_batch, read_from, sequence, Pulled};
 use crate::endpoint_health::{self, HealthChanges};
 use crate::error::ProjectorError;
+use crate::lag::AppliedPosition;
 use crate::postgres_rows::{
     words, AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows,
 };
@@ -22,13 +23,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// `name` is the checkpoint key (`Namespace::postgres_checkpoint`): one per log stream, so
-/// installations (namespaces) sharing a database keep separate positions.
+/// installations (namespaces) sharing a database keep separate positions. `applied` is told
+/// each checkpoint committed (for the lag gauges).
 pub async fn run(
     pool: PgPool,
     name: String,
     log_stream: jetstream::stream::Stream,
     max_batch: usize,
     window: Duration,
+    applied: AppliedPosition,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
     while !shutdown.is_cancelled() {
@@ -53,6 +56,7 @@ pub async fn run(
             Err(error) => return Err(error),
         };
         let mut applied_through = checkpoint;
+        applied.set(applied_through);
         'reading: loop {
             let batch = match next_batch(&mut messages, max_batch, window, &shutdown).await {
                 Pulled::Batch(batch) => batch,
@@ -64,6 +68,7 @@ pub async fn run(
                 match apply(&pool, &name, &batch, applied_through).await {
                     Ok(through) => {
                         applied_through = through;
+                        applied.set(applied_through);
                         break;
                     }
                     Err(error @ ProjectorError::CheckpointWentBack { .. }) => {

@@ -1,5 +1,6 @@
 //! `GET /metrics`: each family moves under traffic, and no tenant or endpoint id shows.
 
+use herald_projector::clickhouse_hold::WriteHold;
 use herald_tests::receiver::{Receiver, Reply};
 use herald_tests::{wait_until, Api};
 use serde_json::json;
@@ -120,5 +121,125 @@ async fn every_metric_family_moves_under_traffic() -> anyhow::Result<()> {
         after.contains("route=\"/v1/events/{event_id}\""),
         "routes by template"
     );
+    Ok(())
+}
+
+/// The sampled gauges: retries waiting, open breakers and both projections' lag. The Herald
+/// under test is shared by tests running at once, so this test compares the gauges with what
+/// its own traffic adds or takes away, never with exact totals.
+#[tokio::test]
+async fn waiting_retries_open_breakers_and_projection_lag_are_reported() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("metrics-gauges").await?;
+    // Several endpoints, so that this test's own breakers outweigh those other tests open
+    // and close meanwhile. Three failures open each one's breaker (test stack: after 3, for
+    // 1 s), and each failed delivery's retry waits a minute in the retry stream.
+    const ENDPOINTS: usize = 6;
+    let mut receivers = Vec::new();
+    for _ in 0..ENDPOINTS {
+        let receiver = Receiver::start().await;
+        receiver.script((0..3).map(|_| Reply::status(503)));
+        api.create_endpoint(
+            &tenant,
+            json!({
+                "url": receiver.url,
+                "events": ["g.fail"],
+                "retry_policy": { "initial_delay_ms": 60_000, "multiplier": 1.0, "max_delay_ms": 60_000 }
+            }),
+        )
+        .await?;
+        receivers.push(receiver);
+    }
+    for index in 0..3 {
+        api.send_event(
+            &tenant,
+            json!({ "type": "g.fail", "payload": { "n": index } }),
+        )
+        .await?;
+    }
+    wait_until(Duration::from_secs(10), "three failures each", || async {
+        receivers
+            .iter()
+            .all(|receiver| receiver.count() >= 3)
+            .then_some(())
+    })
+    .await?;
+    let ours = ENDPOINTS as f64;
+    wait_until(
+        Duration::from_secs(15),
+        "the retries waiting and the breakers open",
+        || async {
+            let now = scrape(&api).await.ok()?;
+            (sample(&now, "herald_retries_waiting") >= 3.0 * ours
+                && sample(&now, "herald_breakers_open") >= ours)
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // The receivers answer 200 now: the next delivery to each is the probe that closes its
+    // breaker. Other tests may open breakers of their own meanwhile, so the count must fall
+    // by at least half of ours rather than by all of them.
+    let open_with_ours = sample(&scrape(&api).await?, "herald_breakers_open");
+    let probe = api
+        .send_event(&tenant, json!({ "type": "g.fail", "payload": {} }))
+        .await?;
+    api.wait_for_event_status(&tenant, &probe, "delivered")
+        .await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the breakers counted closed",
+        || async {
+            let now = scrape(&api).await.ok()?;
+            (sample(&now, "herald_breakers_open") <= open_with_ours - ours / 2.0).then_some(())
+        },
+    )
+    .await?;
+
+    // Held back as a rebuild's switch-over holds it, the ClickHouse projection falls behind
+    // by this test's next attempt record, and its lag shows it.
+    let clickhouse_messages = "herald_projection_lag_messages{projection=\"clickhouse\"}";
+    let clickhouse_seconds = "herald_projection_lag_seconds{projection=\"clickhouse\"}";
+    let hold = WriteHold::for_database(api.postgres().await?, &api.herald.clickhouse_database)
+        .exclusive()
+        .await?;
+    let lagging = async {
+        api.send_event(&tenant, json!({ "type": "g.fail", "payload": {} }))
+            .await?;
+        wait_until(Duration::from_secs(15), "the ClickHouse lag", || async {
+            let now = scrape(&api).await.ok()?;
+            (sample(&now, clickhouse_messages) >= 1.0 && sample(&now, clickhouse_seconds) > 0.0)
+                .then_some(())
+        })
+        .await
+    }
+    .await;
+    // Let go before anything else: the shared Herald's other tests wait for ClickHouse too.
+    hold.release().await;
+    lagging?;
+
+    // Both projections report their lag, and it falls to nothing once they have caught up
+    // with this test's messages (sampled every 2 s).
+    wait_until(
+        Duration::from_secs(30),
+        "both projections caught up",
+        || async {
+            let now = scrape(&api).await.ok()?;
+            ["postgres", "clickhouse"]
+                .iter()
+                .all(|projection| {
+                    let messages =
+                        format!("herald_projection_lag_messages{{projection=\"{projection}\"}}");
+                    let seconds =
+                        format!("herald_projection_lag_seconds{{projection=\"{projection}\"}}");
+                    now.contains(&format!("\n{messages} "))
+                        && now.contains(&format!("\n{seconds} "))
+                        && sample(&now, &messages) == 0.0
+                        && sample(&now, &seconds) == 0.0
+                })
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
