@@ -11,7 +11,7 @@ use crate::params::{parse_limit, parse_time, parse_uuid};
 use crate::state::QueryState;
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use herald_http::admin::AdminCaller;
 use herald_http::{ApiError, ApiQuery, AuthenticatedTenant};
 use serde::{Deserialize, Serialize};
@@ -80,47 +80,58 @@ pub struct UsageRange {
 impl UsageRange {
     /// `since` is rounded down to its period's start and `until` up to the next period's
     /// (so the period that contains `until` is in); absent, `until` is now and `since` the
-    /// granularity's default range before it.
+    /// granularity's default range before it. Nothing that parses is refused (ADR 0016): a
+    /// `since` after `until` is an empty range, more hours than one report holds are served
+    /// by the day, and more days by the last 366 of them; the answer says which.
     pub fn parse(
         since: Option<&str>,
         until: Option<&str>,
         granularity: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Self, ApiError> {
-        let granularity = UsageGranularity::parse(granularity)?;
+        let mut granularity = UsageGranularity::parse(granularity)?;
         let until = until.map(|text| parse_time("until", text)).transpose()?;
         let since = since.map(|text| parse_time("since", text)).transpose()?;
-        let until_or_now = until.unwrap_or(now);
-        let since = since.unwrap_or(until_or_now - granularity.default_range());
-        if since >= until_or_now {
-            return Err(ApiError::invalid("since", "must be before `until`"));
+        let until = until.unwrap_or(now);
+        let since = since.unwrap_or(until - granularity.default_range());
+        if since >= until {
+            let end = ceil(until, granularity.period());
+            return Ok(Self {
+                granularity,
+                since: end,
+                until: end,
+            });
+        }
+        if ceil(until, Duration::hours(1)) - floor(since, Duration::hours(1))
+            > UsageGranularity::Hour.max_range()
+        {
+            granularity = UsageGranularity::Day;
         }
         let period = granularity.period();
-        let out_of_range =
-            |field: &str| ApiError::invalid(field, "must be a time between the years 1 and 9999");
-        let since = since
-            .duration_trunc(period)
-            .map_err(|_| out_of_range("since"))?;
-        let until = match until_or_now.duration_trunc(period) {
-            Ok(start) if start == until_or_now => start,
-            Ok(start) => start + period,
-            Err(_) => return Err(out_of_range("until")),
-        };
-        if until - since > granularity.max_range() {
-            return Err(ApiError::invalid(
-                "since",
-                format!(
-                    "the range may cover at most {} days at granularity={}; shorten it or use granularity=day",
-                    granularity.max_range().num_days(),
-                    granularity.sql()
-                ),
-            ));
-        }
+        let until = ceil(until, period);
+        let since = floor(since, period).max(until - granularity.max_range());
         Ok(Self {
             granularity,
             since,
             until,
         })
+    }
+}
+
+/// The start of the period `at` is in (periods divide the Unix epoch's seconds evenly).
+fn floor(at: DateTime<Utc>, period: Duration) -> DateTime<Utc> {
+    let seconds = at.timestamp();
+    let start = seconds - seconds.rem_euclid(period.num_seconds());
+    DateTime::from_timestamp(start, 0).unwrap_or(at)
+}
+
+/// `at` when it starts a period, else the next period's start.
+fn ceil(at: DateTime<Utc>, period: Duration) -> DateTime<Utc> {
+    let start = floor(at, period);
+    if start == at {
+        start
+    } else {
+        start + period
     }
 }
 
@@ -458,63 +469,60 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_it_cannot_answer_naming_the_field() {
+    fn refuses_only_what_does_not_parse_and_says_what_it_served() {
         let now = at(1_796_000_000);
-        let refused = |since: Option<&str>, until: Option<&str>, granularity: Option<&str>| {
-            match UsageRange::parse(since, until, granularity, now) {
-                Err(ApiError::InvalidField { field, .. }) => field,
-                other => panic!("not refused: {other:?}"),
-            }
+        let refused = |since: Option<&str>, granularity: Option<&str>| match UsageRange::parse(
+            since,
+            None,
+            granularity,
+            now,
+        ) {
+            Err(ApiError::InvalidField { field, .. }) => field,
+            other => panic!("not refused: {other:?}"),
         };
-        assert_eq!(refused(None, None, Some("minute")), "granularity");
-        assert_eq!(refused(Some("yesterday"), None, None), "since");
-        assert_eq!(
-            refused(
-                Some("2026-12-06T10:00:00Z"),
-                Some("2026-12-06T09:00:00Z"),
-                None
-            ),
-            "since"
-        );
-        assert_eq!(
-            refused(
-                Some("2026-01-01T00:00:00Z"),
-                Some("2026-12-01T00:00:00Z"),
-                None
-            ),
-            "since"
-        );
-        assert!(UsageRange::parse(
-            Some("2026-01-01T00:00:00Z"),
-            Some("2026-12-01T00:00:00Z"),
-            Some("day"),
-            now
-        )
-        .is_ok());
+        assert_eq!(refused(None, Some("minute")), "granularity");
+        assert_eq!(refused(Some("yesterday"), None), "since");
+        let range = |since: &str, until: &str, granularity: &str| {
+            UsageRange::parse(Some(since), Some(until), Some(granularity), now).expect("served")
+        };
+        let backwards = range("2026-12-06T10:00:00Z", "2026-12-06T09:30:00Z", "hour");
+        assert_eq!(backwards.since, backwards.until, "an empty range");
+        let year_of_hours = range("2026-01-01T00:00:00Z", "2026-12-01T00:00:00Z", "hour");
+        assert_eq!(year_of_hours.granularity, UsageGranularity::Day);
+        let ages = range("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "day");
+        assert_eq!(ages.until - ages.since, Duration::days(366));
     }
 
     proptest! {
-        /// The range is whole periods, covers both times asked for, adds less than one
-        /// period at each end, and never exceeds the granularity's maximum.
+        /// The range is whole periods that end where `until` does (rounded up), starts at
+        /// `since` (rounded down) unless that is more than a report holds, and hours turn
+        /// into days exactly when there are too many of them.
         #[test]
         fn a_range_is_whole_periods_around_what_was_asked(
-            since in 0i64..4_000_000_000,
-            length in 1i64..40 * 86_400,
+            since in -60_000_000_000i64..250_000_000_000,
+            length in 1i64..800 * 86_400,
             daily in any::<bool>(),
         ) {
-            let granularity = if daily { "day" } else { "hour" };
+            let asked = if daily { "day" } else { "hour" };
             let (since, until) = (at(since), at(since + length));
-            let asked = (since.to_rfc3339(), until.to_rfc3339());
-            match UsageRange::parse(Some(&asked.0), Some(&asked.1), Some(granularity), until) {
-                Ok(range) => {
-                    let period = range.granularity.period();
-                    prop_assert!(range.since <= since && since - range.since < period);
-                    prop_assert!(range.until >= until && range.until - until < period);
-                    prop_assert_eq!(range.since.duration_trunc(period).ok(), Some(range.since));
-                    prop_assert_eq!(range.until.duration_trunc(period).ok(), Some(range.until));
-                    prop_assert!(range.until - range.since <= range.granularity.max_range());
-                }
-                Err(_) => prop_assert!(!daily && length > 30 * 86_400),
+            let texts = (since.to_rfc3339(), until.to_rfc3339());
+            let range = UsageRange::parse(Some(&texts.0), Some(&texts.1), Some(asked), until)
+                .expect("every parsed range is served");
+            let period = range.granularity.period();
+            prop_assert_eq!(floor(range.since, period), range.since);
+            prop_assert_eq!(floor(range.until, period), range.until);
+            prop_assert!(range.until >= until && range.until - until < period);
+            prop_assert!(range.until - range.since <= range.granularity.max_range());
+            prop_assert!(
+                range.since == floor(since, period)
+                    || range.until - range.since == range.granularity.max_range()
+            );
+            if !daily {
+                let hours = ceil(until, Duration::hours(1)) - floor(since, Duration::hours(1));
+                prop_assert_eq!(
+                    range.granularity == UsageGranularity::Day,
+                    hours > UsageGranularity::Hour.max_range()
+                );
             }
         }
     }
