@@ -7,6 +7,7 @@
 //! at once, and within their endpoint cache time (`HERALD_ENDPOINT_CACHE_TTL_MS`) at the
 //! latest.
 
+use crate::endpoint_slo::{validate_slo, SloRequest};
 use crate::endpoints::{
     checked_description, checked_header, checked_header_count, checked_url, validate_event_types,
     validate_rate_limit, validate_retry_policy, RateLimitRequest, RetryPolicyRequest,
@@ -20,7 +21,8 @@ use chrono::{DateTime, Utc};
 use herald_http::field_schemas::EventTypeName;
 use herald_http::{ApiError, ApiJson, ApiKeyCaller};
 use herald_schemas::{
-    EndpointDeleted, EndpointId, EndpointUpdated, LogMessage, RateLimit, RetryPolicyOverride,
+    EndpointDeleted, EndpointId, EndpointSlo, EndpointUpdated, LogMessage, RateLimit,
+    RetryPolicyOverride,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,6 +65,10 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "herald_http::json_body::present")]
     #[schema(value_type = Option<CustomHeadersChange>, nullable)]
     pub headers: Option<Option<BTreeMap<String, Option<String>>>>,
+    /// Replaces the delivery objective; `null` removes it.
+    #[serde(default, deserialize_with = "herald_http::json_body::present")]
+    #[schema(nullable)]
+    pub slo: Option<Option<SloRequest>>,
 }
 
 /// An endpoint as it is after a change. Secrets and header values are never shown.
@@ -80,6 +86,8 @@ pub struct EndpointUpdatedResponse {
     pub ordered: bool,
     pub header_names: Vec<String>,
     pub signature_scheme: String,
+    #[schema(value_type = Option<Object>)]
+    pub slo: Option<EndpointSlo>,
     /// The fields this request set.
     pub changed: Vec<String>,
     pub created_at: DateTime<Utc>,
@@ -151,6 +159,10 @@ pub async fn update_endpoint(
         Some(policy) => Some(validate_retry_policy(policy)?),
         None => None,
     };
+    let slo = match request.slo {
+        Some(slo) => Some(validate_slo(slo)?),
+        None => None,
+    };
     if let Some(Some(headers)) = &request.headers {
         for (name, value) in headers {
             checked_header(name, value.as_deref())?;
@@ -193,6 +205,10 @@ pub async fn update_endpoint(
         endpoint.ordered = ordered;
         set("ordered");
     }
+    if let Some(slo) = slo {
+        endpoint.slo = slo;
+        set("slo");
+    }
     if let Some(headers) = request.headers {
         match headers {
             None => locked.headers = Default::default(),
@@ -233,6 +249,7 @@ pub async fn update_endpoint(
         ordered: endpoint.ordered,
         header_names: endpoint.header_names,
         signature_scheme: endpoint.signature_scheme.as_str().to_owned(),
+        slo: endpoint.slo,
         changed,
         created_at: endpoint.created_at,
         updated_at: endpoint.updated_at,

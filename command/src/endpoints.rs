@@ -2,6 +2,7 @@
 //! signing secret. Changing and deleting one: [`crate::endpoint_changes`].
 
 use crate::endpoint_headers;
+use crate::endpoint_slo::{validate_slo, SloRequest};
 use crate::field_schemas::{
     CustomHeaders, Description, EndpointUrl, SignatureSchemeName, SigningSecretText,
 };
@@ -15,7 +16,7 @@ use herald_http::field_schemas::EventTypeName;
 use herald_http::{ApiError, ApiJson, ApiKeyCaller};
 use herald_rules::{Ed25519SigningKey, SigningSecret};
 use herald_schemas::{
-    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSnapshot, LogMessage,
+    EndpointCreated, EndpointId, EndpointSecretRotated, EndpointSlo, EndpointSnapshot, LogMessage,
     OperationalEvent, RateLimit, RetryPolicyOverride, SignatureScheme,
 };
 use herald_store::endpoints::{SealedHeaders, SigningMaterial};
@@ -55,6 +56,9 @@ pub struct CreateEndpoint {
     /// ed25519; Herald keeps the private key and the receiver verifies with `public_key`.
     #[schema(value_type = Option<SignatureSchemeName>)]
     pub signature_scheme: Option<String>,
+    /// A delivery objective, e.g. `{"success_rate": 0.99, "window_days": 30}`: Herald shows
+    /// the error budget left and announces `herald.endpoint.slo_burn` when it burns fast.
+    pub slo: Option<SloRequest>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -194,6 +198,8 @@ pub struct EndpointCreatedResponse {
     #[schema(value_type = Option<Object>)]
     pub retry_policy: Option<RetryPolicyOverride>,
     pub ordered: bool,
+    #[schema(value_type = Option<Object>)]
+    pub slo: Option<EndpointSlo>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -225,6 +231,7 @@ pub async fn create_endpoint(
     let signing = NewSigning::for_scheme(scheme, request.secret.as_deref())?;
     let rate_limit = validate_rate_limit(request.rate_limit)?;
     let retry_policy = validate_retry_policy(request.retry_policy)?;
+    let slo = validate_slo(request.slo)?;
     let description = checked_description(request.description)?;
     let endpoint_id = EndpointId::generate();
     let mut headers = SealedHeaders::default();
@@ -246,6 +253,7 @@ pub async fn create_endpoint(
         ordered: request.ordered.unwrap_or(false),
         header_names: headers.names(),
         signature_scheme: scheme,
+        slo,
         created_at: now,
         updated_at: now,
     };
@@ -279,6 +287,7 @@ pub async fn create_endpoint(
         rate_limit,
         retry_policy,
         ordered: snapshot.ordered,
+        slo,
         created_at: snapshot.created_at,
         updated_at: snapshot.updated_at,
     };

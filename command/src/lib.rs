@@ -19,6 +19,7 @@ pub mod api_keys;
 pub mod config;
 pub mod endpoint_changes;
 pub mod endpoint_headers;
+pub mod endpoint_slo;
 pub mod endpoints;
 pub mod events;
 pub mod field_schemas;

@@ -164,6 +164,16 @@ pub async fn run(
         ));
     }
     if service.includes(Service::Query) {
+        let watch = herald_query::slo_watch::SloWatch::new(
+            stack.pool.clone(),
+            stack.clickhouse.clone(),
+            publisher.clone(),
+        );
+        let every = std::time::Duration::from_millis(config.query.slo_evaluation_ms.max(100));
+        background.spawn(background_task(
+            "objective watcher",
+            infallible(watch.run(every, shutdown.clone())),
+        ));
         let listening_on = listener.local_addr().map_err(RunError::Serve)?;
         router = router.merge(herald_query::router(QueryState::new(
             &config.query,

@@ -17,14 +17,14 @@ const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
 #[tokio::test]
 async fn a_user_finds_an_event_in_the_dashboard_and_replays_it() -> anyhow::Result<()> {
-    let process = HeraldProcess::start(HERALD, &[]).await?;
+    let process = HeraldProcess::start(HERALD, &[("HERALD_SLO_EVALUATION_MS", "300")]).await?;
     let api = Api::with(process.herald.clone());
     let receiver = Receiver::start().await;
     let tenant = api.create_tenant("dashboard").await?;
     let endpoint = api
         .create_endpoint(
             &tenant,
-            json!({ "url": receiver.url, "description": "orders" }),
+            json!({ "url": receiver.url, "description": "orders", "slo": { "success_rate": 0.99 } }),
         )
         .await?;
     let event_id = api
@@ -41,6 +41,16 @@ async fn a_user_finds_an_event_in_the_dashboard_and_replays_it() -> anyhow::Resu
         || async {
             let (_, sli) = api.get(&tenant, "/v1/sli?window=1h").await.ok()?;
             (sli["totals"]["attempts"] == 1).then_some(())
+        },
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(30),
+        "the objective evaluated with the attempt",
+        || async {
+            let path = format!("/v1/webhook_endpoints/{}", endpoint.endpoint_id);
+            let (_, body) = api.get(&tenant, &path).await.ok()?;
+            (body["slo"]["status"]["attempts"] == 1).then_some(())
         },
     )
     .await?;

@@ -1051,6 +1051,29 @@ function streakText(health) {
   return '—';
 }
 
+/** The objective's error budget: how much is left, and the burn alert firing, if any. */
+function budgetCell(endpoint) {
+  const slo = endpoint.slo;
+  if (!slo) return h('span', { class: 'muted', text: 'no objective' });
+  const objective = `${formatRate(slo.success_rate)} over ${slo.window_days} day${slo.window_days === 1 ? '' : 's'}`;
+  const status = slo.status;
+  if (!status) return h('span', { class: 'muted', text: `${objective}, not evaluated yet` });
+  const left = status.budget_remaining;
+  const tone = status.alert ? 'bad' : left < 0.25 ? 'warn' : 'ok';
+  const leftText = left < 0 ? `overspent ${formatRate(-left)}` : `${formatRate(Math.min(left, 1))} left`;
+  return h('div', { class: 'budget' },
+    badge(leftText, tone, `Error budget of the objective ${objective}: ${formatCount(status.failures)} failed of ${formatCount(status.attempts)} attempts`),
+    status.alert ? [' ', badge(`${status.alert} burn`, 'bad', `Burning ${status.alert === 'fast' ? '14.4' : '6'}× faster than sustainable since ${status.alert_since}`)] : null,
+    h('p', { class: 'small muted', text: objective }));
+}
+
+/** Burn rates over the alert windows, e.g. "1 h 100× · 5 min 100× · 6 h 12× · 30 min 40×". */
+function burnRates(status) {
+  const times = (rate) => `${rate >= 10 ? rate.toFixed(0) : rate.toFixed(1)}×`;
+  return [['1 h', status.burn_rate_1h], ['5 min', status.burn_rate_5m], ['6 h', status.burn_rate_6h], ['30 min', status.burn_rate_30m]]
+    .map(([window, rate]) => `${window} ${times(rate)}`).join(' · ');
+}
+
 function enabledCell(endpoint) {
   return h('div', null, endpoint.enabled ? badge('enabled', 'ok') : badge('disabled', 'bad'),
     endpoint.disabled_reason ? h('p', { class: 'small', text: endpoint.disabled_reason }) : null);
@@ -1075,7 +1098,7 @@ function renderEndpoints(page) {
         (Number(a.enabled) - Number(b.enabled)) || a.url.localeCompare(b.url));
       clear(body).appendChild(h('div', { class: 'table-wrap card' }, h('table', { class: 'table', id: 'endpoints' },
         h('caption', { class: 'visually-hidden', text: 'The tenant\'s endpoints with their health' }),
-        h('thead', null, h('tr', null, ['Endpoint', 'Status', 'Breaker', 'Last success', 'Last failure', 'Streak', 'Event types']
+        h('thead', null, h('tr', null, ['Endpoint', 'Status', 'Breaker', 'Error budget', 'Last success', 'Last failure', 'Streak', 'Event types']
           .map((name) => h('th', { scope: 'col', text: name })))),
         h('tbody', null, sorted.map((endpoint) => {
           const health = endpoint.health || null;
@@ -1086,6 +1109,7 @@ function renderEndpoints(page) {
               h('p', { class: 'small mono muted', text: endpoint.endpoint_id })),
             h('td', null, enabledCell(endpoint)),
             h('td', null, breakerBadge(health)),
+            h('td', null, budgetCell(endpoint)),
             h('td', null, timeElement(health && health.last_success_at)),
             h('td', null, timeElement(health && health.last_failure_at),
               health && health.last_failure_class ? h('p', { class: 'small' }, mono(health.last_failure_class)) : null),
@@ -1188,6 +1212,10 @@ function renderEndpoint(page, params, endpointId) {
               ['Last failure', h('span', null, timeElement(health && health.last_failure_at),
                 health && health.last_failure_class ? [' · ', mono(health.last_failure_class)] : null)],
               ['Streak', streakText(health)],
+              ['Error budget', budgetCell(endpoint)],
+              endpoint.slo && endpoint.slo.status
+                ? ['Burn rate', h('span', { title: 'Failure rate over each window divided by what the objective allows; 1× spends the budget exactly over its window', text: burnRates(endpoint.slo.status) })]
+                : null,
             ]))),
         h('section', { class: 'card', 'aria-labelledby': 'endpoint-attempts' },
           h('h2', { id: 'endpoint-attempts', text: 'Latest attempts' }),

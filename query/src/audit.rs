@@ -38,7 +38,7 @@ pub struct AuditEntry {
     /// `{"kind": "herald"}`.
     #[schema(value_type = Object)]
     pub actor: serde_json::Value,
-    /// The log message type that recorded it, e.g. `endpoint.updated.v1`.
+    /// The log message type that recorded it, e.g. `endpoint.updated.v2`.
     pub change: String,
     /// The change as recorded in the log (its message body); never a secret.
     #[schema(value_type = Object)]

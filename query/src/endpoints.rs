@@ -43,6 +43,65 @@ pub struct EndpointView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub health: EndpointHealth,
+    /// The delivery objective and how its error budget stands; null without one.
+    pub slo: Option<SloView>,
+}
+
+/// An endpoint's objective (`success_rate` over `window_days`) and, once evaluated, its
+/// error budget (Herald's own `herald.…` events left out).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SloView {
+    pub success_rate: f64,
+    pub window_days: u32,
+    /// Null until the objective has been evaluated (every `HERALD_SLO_EVALUATION_MS`).
+    pub status: Option<SloStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SloStatus {
+    pub evaluated_at: DateTime<Utc>,
+    /// Attempts and failed attempts over the objective's window.
+    pub attempts: i64,
+    pub failures: i64,
+    /// The share of the error budget still unspent: 1 untouched, 0 spent, negative beyond.
+    pub budget_remaining: f64,
+    /// Failure rate over each window divided by what the objective allows (1 spends the
+    /// budget exactly over the objective's window).
+    pub burn_rate_5m: f64,
+    pub burn_rate_30m: f64,
+    pub burn_rate_1h: f64,
+    pub burn_rate_6h: f64,
+    /// The burn-rate alert firing now: `fast` (1 h and 5 min at 14.4×), `slow` (6 h and
+    /// 30 min at 6×), or null.
+    #[schema(pattern = "^(fast|slow)$")]
+    pub alert: Option<String>,
+    pub alert_since: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SloStatusRow {
+    endpoint_id: Uuid,
+    #[sqlx(flatten)]
+    status: SloStatus,
+}
+
+/// Objective status of the tenant's endpoints (one, or all when `endpoint_id` is None).
+async fn slo_status_of(
+    pool: &sqlx::PgPool,
+    tenant_id: herald_schemas::TenantId,
+    endpoint_id: Option<Uuid>,
+) -> Result<HashMap<Uuid, SloStatus>, sqlx::Error> {
+    let rows: Vec<SloStatusRow> = sqlx::query_as(
+        "SELECT endpoint_id, evaluated_at, attempts, failures, budget_remaining, burn_rate_5m,          burn_rate_30m, burn_rate_1h, burn_rate_6h, alert, alert_since          FROM endpoint_slo_status WHERE tenant_id = $1 AND ($2::uuid IS NULL OR endpoint_id = $2)",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(endpoint_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.endpoint_id, row.status))
+        .collect())
 }
 
 /// How the endpoint's receiver is doing, from its attempts that made a request (an attempt
@@ -94,14 +153,26 @@ async fn health_of(
         .collect())
 }
 
-fn view(endpoint: EndpointRecord, health: &mut HashMap<Uuid, EndpointHealth>) -> EndpointView {
+fn view(
+    endpoint: EndpointRecord,
+    health: &mut HashMap<Uuid, EndpointHealth>,
+    slo_status: &mut HashMap<Uuid, SloStatus>,
+) -> EndpointView {
+    let endpoint_id = endpoint.endpoint_id.as_uuid();
     let health = health
-        .remove(&endpoint.endpoint_id.as_uuid())
+        .remove(&endpoint_id)
         .unwrap_or_else(|| EndpointHealth {
             breaker_state: "closed".to_owned(),
             ..EndpointHealth::default()
         });
-    EndpointView::from_parts(endpoint, health)
+    let slo = endpoint.slo.as_ref().map(|objective| SloView {
+        success_rate: objective.0.success_rate,
+        window_days: objective.0.window_days,
+        status: slo_status.remove(&endpoint_id),
+    });
+    let mut view = EndpointView::from_parts(endpoint, health);
+    view.slo = slo;
+    view
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -127,6 +198,7 @@ impl EndpointView {
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
             health,
+            slo: None,
         }
     }
 }
@@ -143,13 +215,14 @@ pub async fn list_endpoints(
     State(state): State<QueryState>,
     Caller { tenant_id, .. }: Caller,
 ) -> Result<Json<EndpointList>, ApiError> {
-    let (records, mut health) = futures::try_join!(
+    let (records, mut health, mut slo_status) = futures::try_join!(
         endpoints::list_for_tenant(&state.pool, tenant_id),
-        health_of(&state.pool, tenant_id, None)
+        health_of(&state.pool, tenant_id, None),
+        slo_status_of(&state.pool, tenant_id, None)
     )?;
     let data = records
         .into_iter()
-        .map(|endpoint| view(endpoint, &mut health))
+        .map(|endpoint| view(endpoint, &mut health, &mut slo_status))
         .collect();
     Ok(Json(EndpointList { data }))
 }
@@ -170,12 +243,13 @@ pub async fn get_endpoint(
     Path(endpoint_id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let endpoint_id = EndpointId(parse_uuid("endpoint_id", &endpoint_id)?);
-    let (record, mut health) = futures::try_join!(
+    let (record, mut health, mut slo_status) = futures::try_join!(
         endpoints::get_for_tenant(&state.pool, tenant_id, endpoint_id),
-        health_of(&state.pool, tenant_id, Some(endpoint_id.as_uuid()))
+        health_of(&state.pool, tenant_id, Some(endpoint_id.as_uuid())),
+        slo_status_of(&state.pool, tenant_id, Some(endpoint_id.as_uuid()))
     )?;
     record
-        .map(|endpoint| Json(view(endpoint, &mut health)))
+        .map(|endpoint| Json(view(endpoint, &mut health, &mut slo_status)))
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "endpoint {endpoint_id} does not exist for this tenant"

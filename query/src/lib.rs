@@ -18,6 +18,8 @@ pub mod portal;
 pub mod replay;
 pub mod session;
 pub mod sli;
+pub mod slo_budget;
+pub mod slo_watch;
 pub mod state;
 pub mod usage;
 

@@ -22,10 +22,10 @@ pub use ids::{AttemptId, EndpointId, EventId, ReplayId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
     AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred, EndpointCircuitClosed,
-    EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
-    EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayFinished, ReplayMode,
-    ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
-    RetryPolicyOverride, SignatureScheme, TenantCreated,
+    EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated, EndpointSlo,
+    EndpointSloBurning, EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayFinished,
+    ReplayMode, ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
+    RetryPolicyOverride, SignatureScheme, SloAlert, TenantCreated,
 };
 pub use operational::OperationalEvent;
 pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};

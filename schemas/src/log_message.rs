@@ -9,8 +9,8 @@ use crate::config_changes::{
 };
 use crate::messages::{
     AttemptRecorded, DeliveryDeferred, EndpointCircuitClosed, EndpointCircuitOpened,
-    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, ReplayFinished,
-    ReplayProgressed, ReplayRequested, ReplayStarted, RetryDue, TenantCreated,
+    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EndpointSloBurning, EventAccepted,
+    ReplayFinished, ReplayProgressed, ReplayRequested, ReplayStarted, RetryDue, TenantCreated,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -92,14 +92,16 @@ log_messages! {
     TenantUpdated(TenantUpdated) = "tenant.updated.v1",
     ApiKeyCreated(ApiKeyCreated) = "api_key.created.v1",
     ApiKeyRevoked(ApiKeyRevoked) = "api_key.revoked.v1",
-    EndpointCreated(EndpointCreated) = "endpoint.created.v2" | EndpointCreatedV1 = "endpoint.created.v1",
-    EndpointUpdated(EndpointUpdated) = "endpoint.updated.v1",
+    EndpointCreated(EndpointCreated) = "endpoint.created.v3"
+        | EndpointCreatedV2 = "endpoint.created.v2" | EndpointCreatedV1 = "endpoint.created.v1",
+    EndpointUpdated(EndpointUpdated) = "endpoint.updated.v2" | EndpointUpdatedV1 = "endpoint.updated.v1",
     EndpointDeleted(EndpointDeleted) = "endpoint.deleted.v1",
     EndpointSecretRotated(EndpointSecretRotated) = "endpoint.secret_rotated.v2"
         | EndpointSecretRotatedV1 = "endpoint.secret_rotated.v1",
     EndpointDisabled(EndpointDisabled) = "endpoint.disabled.v2" | EndpointDisabledV1 = "endpoint.disabled.v1",
     EndpointCircuitOpened(EndpointCircuitOpened) = "endpoint.circuit_opened.v1",
     EndpointCircuitClosed(EndpointCircuitClosed) = "endpoint.circuit_closed.v1",
+    EndpointSloBurning(EndpointSloBurning) = "endpoint.slo_burning.v1",
     ReplayRequested(ReplayRequested) = "delivery.replay_requested.v1",
     ReplayStarted(ReplayStarted) = "replay.started.v1",
     ReplayProgressed(ReplayProgressed) = "replay.progressed.v1",
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn every_type_name_is_known_to_the_decoder() {
-        assert_eq!(LogMessage::TYPE_NAMES.len(), 19);
+        assert_eq!(LogMessage::TYPE_NAMES.len(), 20);
         for &type_name in LogMessage::TYPE_NAMES {
             let envelope = format!(r#"{{"type":"{type_name}","data":{{}}}}"#);
             // An empty body is invalid for every message: the error names the variant tried.

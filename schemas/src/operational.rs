@@ -1,4 +1,5 @@
-//! Herald's own events (`herald.…`), delivered to a tenant's endpoints like any other event:
+//! Herald's own events (`herald.…`), delivered to a tenant's endpoints like any other event
+//! (an endpoint disabled, its breaker opened or closed, a dead letter, an objective burning):
 //! what each one says, and which log message calls for which.
 //!
 //! Two rules keep them safe to subscribe to:
@@ -6,13 +7,14 @@
 //!   (`herald_rules::routing`), so an endpoint without a filter never gets them;
 //! - a failing operational delivery says nothing: it neither counts towards its endpoint's
 //!   circuit breaker nor disables the endpoint on 410 (`delivery/`), and its dead letter is
-//!   not announced ([`OperationalEvent::announcing`]). Every operational event is therefore
-//!   caused by a delivery of a producer's event, and one never leads to another.
+//!   not announced ([`OperationalEvent::announcing`]); objectives are measured without them.
+//!   Every operational event is therefore caused by deliveries of producers' events, and one
+//!   never leads to another.
 //!
 //! A receiver gets `{"type": "herald.…", "timestamp": …, "data": <notice>}`, signed as usual.
 
 use crate::ids::{AttemptId, EndpointId, EventId, TenantId};
-use crate::messages::{AttemptOutcome, ErrorClass};
+use crate::messages::{AttemptOutcome, EndpointSlo, ErrorClass, SloAlert};
 use crate::LogMessage;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -79,6 +81,24 @@ pub struct LastError {
     pub http_status: Option<u16>,
 }
 
+/// `herald.endpoint.slo_burn`: the endpoint's error budget is burning faster than its
+/// objective allows (a multi-window burn-rate alert started, or a slow one turned fast).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SloBurnNotice {
+    pub endpoint_id: EndpointId,
+    /// `fast`: 1 h and 5 min both at 14.4 times the sustainable failure rate or more;
+    /// `slow`: 6 h and 30 min both at 6 times or more.
+    pub alert: SloAlert,
+    pub objective: EndpointSlo,
+    /// Over the alert's long window (1 h or 6 h).
+    pub burn_rate: f64,
+    /// Over its short window (5 min or 30 min).
+    pub burn_rate_short: f64,
+    /// The share of the error budget over the objective's window still unspent.
+    pub budget_remaining: f64,
+    pub detected_at: DateTime<Utc>,
+}
+
 /// One operational event, as a receiver gets its `type` and `data`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
@@ -91,15 +111,18 @@ pub enum OperationalEvent {
     CircuitClosed(CircuitClosedNotice),
     #[serde(rename = "herald.delivery.dead_lettered")]
     DeliveryDeadLettered(DeadLetteredNotice),
+    #[serde(rename = "herald.endpoint.slo_burn")]
+    SloBurn(SloBurnNotice),
 }
 
 impl OperationalEvent {
     /// Every type Herald emits, as endpoints list them in `events`.
-    pub const TYPE_NAMES: [&'static str; 4] = [
+    pub const TYPE_NAMES: [&'static str; 5] = [
         "herald.endpoint.disabled",
         "herald.endpoint.circuit_opened",
         "herald.endpoint.circuit_closed",
         "herald.delivery.dead_lettered",
+        "herald.endpoint.slo_burn",
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -108,6 +131,7 @@ impl OperationalEvent {
             Self::CircuitOpened(_) => 1,
             Self::CircuitClosed(_) => 2,
             Self::DeliveryDeadLettered(_) => 3,
+            Self::SloBurn(_) => 4,
         };
         Self::TYPE_NAMES[index]
     }
@@ -168,6 +192,18 @@ impl OperationalEvent {
                     }),
                 )
             }
+            LogMessage::EndpointSloBurning(burning) => (
+                burning.tenant_id,
+                Self::SloBurn(SloBurnNotice {
+                    endpoint_id: burning.endpoint_id,
+                    alert: burning.alert,
+                    objective: burning.objective,
+                    burn_rate: burning.burn_rate_long,
+                    burn_rate_short: burning.burn_rate_short,
+                    budget_remaining: burning.budget_remaining,
+                    detected_at: burning.detected_at,
+                }),
+            ),
             _ => return None,
         };
         Some(announced)
@@ -180,6 +216,7 @@ impl OperationalEvent {
             Self::CircuitOpened(notice) => notice.opened_at,
             Self::CircuitClosed(notice) => notice.closed_at,
             Self::DeliveryDeadLettered(notice) => notice.dead_lettered_at,
+            Self::SloBurn(notice) => notice.detected_at,
         }
     }
 
@@ -192,6 +229,7 @@ impl OperationalEvent {
             Self::CircuitOpened(notice) => (notice.endpoint_id.as_uuid(), 2),
             Self::CircuitClosed(notice) => (notice.endpoint_id.as_uuid(), 3),
             Self::DeliveryDeadLettered(notice) => (notice.attempt_id.as_uuid(), 4),
+            Self::SloBurn(notice) => (notice.endpoint_id.as_uuid(), 5),
         };
         let bytes = source.as_bytes();
         let mut random = [0u8; 10];
@@ -270,7 +308,20 @@ mod tests {
             OperationalEvent::announcing(&LogMessage::AttemptRecorded(dead_letter("a.b", 3)))
                 .expect("announced")
                 .1,
+            OperationalEvent::SloBurn(SloBurnNotice {
+                endpoint_id,
+                alert: SloAlert::Fast,
+                objective: EndpointSlo {
+                    success_rate: 0.99,
+                    window_days: 30,
+                },
+                burn_rate: 100.0,
+                burn_rate_short: 100.0,
+                budget_remaining: 0.5,
+                detected_at: at(9),
+            }),
         ];
+        assert_eq!(events.len(), OperationalEvent::TYPE_NAMES.len());
         for (event, name) in events.iter().zip(OperationalEvent::TYPE_NAMES) {
             assert_eq!(event.type_name(), name);
             let encoded = serde_json::to_value(event).expect("encodes");

@@ -131,6 +131,15 @@ fn key_fields(message: &LogMessage) -> Vec<(&'static str, Value)> {
             ("/data/endpoint_id", text(closed.endpoint_id)),
             ("/data/tenant_id", text(closed.tenant_id)),
         ],
+        LogMessage::EndpointSloBurning(burning) => vec![
+            ("/data/endpoint_id", text(burning.endpoint_id)),
+            ("/data/tenant_id", text(burning.tenant_id)),
+            ("/data/alert", text(burning.alert.as_str())),
+            (
+                "/data/objective/success_rate",
+                burning.objective.success_rate.into(),
+            ),
+        ],
         LogMessage::ReplayRequested(replay) => vec![
             ("/data/event_id", text(replay.event_id)),
             ("/data/event_sequence", replay.event_sequence.into()),

@@ -94,6 +94,10 @@ try {
     await shows(row, `endpoint ${endpointId} in the endpoints table`);
     const breaker = (await row.locator('td').nth(2).innerText()).trim();
     if (!/^(closed|open|half open)\b/.test(breaker)) throw new Error(`breaker cell says "${breaker}"`);
+    const budget = (await row.locator('td').nth(3).innerText()).trim();
+    if (!/^100 % left\b/.test(budget) || !budget.includes('99.00 % over 30 days')) {
+      throw new Error(`error budget cell says "${budget}"`);
+    }
     await screenshot(page, '03-endpoints.png');
   });
 

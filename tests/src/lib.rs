@@ -86,6 +86,7 @@ pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHeral
     config.delivery.breaker_failure_threshold = 3;
     config.delivery.breaker_open_ms = 1_000;
     config.projector.clickhouse_flush_ms = 200;
+    config.query.slo_evaluation_ms = 300;
     configure(&mut config);
 
     let (address_sender, address_receiver) = std::sync::mpsc::channel();

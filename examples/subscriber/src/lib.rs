@@ -281,6 +281,13 @@ pub fn describe(message: &LogMessage) -> String {
             opened.consecutive_failures
         ),
         LogMessage::EndpointCircuitClosed(closed) => format!("endpoint={}", closed.endpoint_id),
+        LogMessage::EndpointSloBurning(burning) => format!(
+            "endpoint={} alert={} burn_rate={:.1} budget_remaining={:.3}",
+            burning.endpoint_id,
+            burning.alert.as_str(),
+            burning.burn_rate_long,
+            burning.budget_remaining
+        ),
         LogMessage::ReplayRequested(replay) => format!(
             "event={} deliveries={}",
             replay.event_id,

@@ -33,6 +33,7 @@ fn endpoint() -> EndpointRecord {
         header_names: Vec::new(),
         signature_scheme: "v1".to_owned(),
         public_key: None,
+        slo: None,
         created_at: at("2026-11-01T00:00:00Z"),
         updated_at: at("2026-11-01T00:00:00Z"),
     }

@@ -24,7 +24,8 @@ use crate::secrets_vault::SecretsVault;
 use chrono::{DateTime, Utc};
 use herald_rules::sealing::OpenError;
 use herald_schemas::{
-    EndpointId, EndpointSnapshot, RateLimit, RetryPolicyOverride, SignatureScheme, TenantId,
+    EndpointId, EndpointSlo, EndpointSnapshot, RateLimit, RetryPolicyOverride, SignatureScheme,
+    TenantId,
 };
 use sealed::{header_context, secret_context};
 use sqlx::types::Json;
@@ -54,8 +55,8 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO endpoints (endpoint_id, tenant_id, url, description, event_types, enabled, \
          secret, created_at, updated_at, rate_limit_per_second, rate_limit_burst, retry_policy, \
-         ordered, custom_headers, signature_scheme, public_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         ordered, custom_headers, signature_scheme, public_key, slo) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(endpoint.endpoint_id.as_uuid())
     .bind(endpoint.tenant_id.as_uuid())
@@ -73,6 +74,7 @@ pub async fn insert(
     .bind(headers.stored())
     .bind(endpoint.signature_scheme.as_str())
     .bind(signing.public_key)
+    .bind(endpoint.slo.map(Json))
     .execute(connection)
     .await?;
     Ok(())
@@ -143,6 +145,7 @@ struct SnapshotRow {
     ordered: bool,
     custom_headers: Option<Json<SealedHeaders>>,
     signature_scheme: String,
+    slo: Option<Json<EndpointSlo>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -156,7 +159,7 @@ pub async fn lock_for_change(
 ) -> Result<Option<LockedEndpoint>, sqlx::Error> {
     let row: Option<SnapshotRow> = sqlx::query_as(
         "SELECT url, description, event_types, enabled, rate_limit_per_second, \
-           rate_limit_burst, retry_policy, ordered, custom_headers, signature_scheme, \
+           rate_limit_burst, retry_policy, ordered, custom_headers, signature_scheme, slo, \
            created_at, updated_at \
          FROM endpoints WHERE endpoint_id = $1 AND tenant_id = $2 FOR UPDATE",
     )
@@ -182,6 +185,7 @@ pub async fn lock_for_change(
                 ordered: row.ordered,
                 header_names: headers.names(),
                 signature_scheme: SignatureScheme::parse(&row.signature_scheme).unwrap_or_default(),
+                slo: row.slo.map(|slo| slo.0),
                 created_at: row.created_at,
                 updated_at: row.updated_at,
             },
@@ -206,7 +210,7 @@ pub async fn update(
         "UPDATE endpoints SET url = $3, description = $4, event_types = $5, enabled = $6, \
            disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END, \
            rate_limit_per_second = $7, rate_limit_burst = $8, retry_policy = $9, ordered = $10, \
-           custom_headers = $11, updated_at = $12 \
+           custom_headers = $11, updated_at = $12, slo = $13 \
          WHERE endpoint_id = $1 AND tenant_id = $2",
     )
     .bind(endpoint.endpoint_id.as_uuid())
@@ -221,6 +225,7 @@ pub async fn update(
     .bind(endpoint.ordered)
     .bind(headers.stored())
     .bind(endpoint.updated_at)
+    .bind(endpoint.slo.map(Json))
     .execute(connection)
     .await?;
     Ok(())
@@ -422,6 +427,8 @@ pub struct EndpointRecord {
     pub signature_scheme: String,
     /// The `whpk_…` key that verifies `v1a` signatures.
     pub public_key: Option<String>,
+    /// `{"success_rate", "window_days"}`: the endpoint's delivery objective.
+    pub slo: Option<Json<EndpointSlo>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -431,7 +438,7 @@ const RECORD_COLUMNS: &str =
      CASE WHEN rate_limit_per_second IS NULL THEN NULL ELSE json_build_object('per_second', \
        rate_limit_per_second, 'burst', rate_limit_burst) END AS rate_limit, retry_policy, ordered, \
      ARRAY(SELECT h->>'name' FROM jsonb_array_elements(COALESCE(custom_headers, '[]'::jsonb)) h) \
-       AS header_names, signature_scheme, public_key, created_at, updated_at";
+       AS header_names, signature_scheme, public_key, slo, created_at, updated_at";
 
 /// The tenant's endpoints, enabled or not, in `endpoint_id` order.
 #[tracing::instrument(level = "debug", skip_all, fields(%tenant_id), err(level = "debug"))]

@@ -22,7 +22,7 @@ async fn an_endpoint_change_is_appended_to_the_log_and_leaves_the_outbox() -> an
     let (count, last) = api.log_messages_on(&subject).await?;
     assert_eq!(count, 2, "tenant.created and endpoint.created");
     let last = last.unwrap_or_default();
-    assert_eq!(last["type"], "endpoint.created.v2");
+    assert_eq!(last["type"], "endpoint.created.v3");
     assert_eq!(
         last["data"]["actor"]["kind"], "api_key",
         "who made the change"

@@ -360,8 +360,8 @@ async fn every_configuration_change_is_in_the_audit_trail_with_who_made_it() -> 
             "tenant.updated.v1",
             "endpoint.deleted.v1",
             "endpoint.secret_rotated.v2",
-            "endpoint.updated.v1",
-            "endpoint.created.v2",
+            "endpoint.updated.v2",
+            "endpoint.created.v3",
             "api_key.created.v1",
             "tenant.created.v2",
         ]

@@ -11,6 +11,7 @@ mod isolation;
 mod keys_and_tenants;
 mod listing;
 mod metrics;
+mod objectives;
 mod operational_events;
 mod ordering;
 mod read_side;
