@@ -51,6 +51,9 @@ impl AnnounceError {
     }
 }
 
+/// A fact read but not acknowledged (its process died) is read again after this long.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// A fact whose announcement could not be appended is asked again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -81,7 +84,8 @@ pub async fn announce_operational_events(
     .map(|(name, filter_subject)| DurableConsumer {
         name: name.to_owned(),
         filter_subject,
-        ack_wait: Duration::from_secs(30),
+        // What a killed process had read comes again after this long.
+        ack_wait: ACK_WAIT,
         max_ack_pending: 1_000,
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -187,6 +191,7 @@ async fn announce(
         .publisher
         .publish_once(subject, &accepted, event_id.to_string())
         .await?;
+    herald_metrics::metrics().operational_event_accepted(event_type);
     tracing::info!(%tenant_id, %event_id, event_type, "operational event accepted");
     Ok(())
 }

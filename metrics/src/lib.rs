@@ -32,6 +32,12 @@ pub struct ProjectionLabels {
     pub projection: &'static str,
 }
 
+/// One of Herald's own events, by type (`herald.endpoint.disabled`, … five in all).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationalLabels {
+    pub event_type: &'static str,
+}
+
 /// One delivery attempt, by outcome and error class (`none` when it succeeded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
@@ -53,6 +59,7 @@ pub struct Metrics {
     breakers_open: Gauge,
     projection_lag_messages: Family<ProjectionLabels, Gauge>,
     projection_lag_seconds: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
+    operational_events: Family<OperationalLabels, Counter>,
 }
 
 impl Metrics {
@@ -133,7 +140,14 @@ impl Metrics {
             "How long the oldest log message a projection has still to apply has been in the log (0 when caught up)",
             projection_lag_seconds.clone(),
         );
+        let operational_events = Family::<OperationalLabels, Counter>::default();
+        registry.register(
+            "operational_events",
+            "Herald's own herald.* events accepted into the log, by type (facts no endpoint listens for are not counted)",
+            operational_events.clone(),
+        );
         Self {
+            operational_events,
             registry,
             requests,
             events_accepted,
@@ -169,6 +183,13 @@ impl Metrics {
 
     pub fn event_accepted(&self) {
         self.events_accepted.inc();
+    }
+
+    /// One of Herald's own events accepted; `event_type` is one of the five `herald.…` types.
+    pub fn operational_event_accepted(&self, event_type: &'static str) {
+        self.operational_events
+            .get_or_create(&OperationalLabels { event_type })
+            .inc();
     }
 
     /// An attempt recorded; `request_took` when it made a request, `since_accepted` when it

@@ -262,6 +262,21 @@ async fn every_message_in_a_real_run_follows_the_published_contract() -> anyhow:
         json!({ "type": "order.gone", "payload": { "order": 3 } }),
     )
     .await?;
+    // An objective burning fast: ten refusals against 99 % (evaluated every 300 ms here).
+    let refusing = Receiver::start().await;
+    refusing.script((0..10).map(|_| Reply::status(400)));
+    api.create_endpoint(
+        &tenant,
+        json!({ "url": refusing.url, "events": ["order.refused"], "slo": { "success_rate": 0.99 } }),
+    )
+    .await?;
+    for order in 0..10 {
+        api.send_event(
+            &tenant,
+            json!({ "type": "order.refused", "payload": { "order": order } }),
+        )
+        .await?;
+    }
     post(
         &api,
         &tenant.api_key,

@@ -185,6 +185,28 @@ async fn each_operational_event_reaches_only_the_endpoints_that_list_it() -> any
         let deliveries = detail["deliveries"].as_array().map(Vec::len);
         assert_eq!(deliveries, Some(1), "only the listing endpoint: {detail}");
     }
+    // Counted by type on /metrics (other tests add theirs: at least this test's).
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for (event_type, at_least) in [
+        ("herald.delivery.dead_lettered", 3.0),
+        ("herald.endpoint.circuit_opened", 1.0),
+        ("herald.endpoint.circuit_closed", 1.0),
+        ("herald.endpoint.disabled", 1.0),
+    ] {
+        let series = format!("herald_operational_events_total{{event_type=\"{event_type}\"}} ");
+        let counted = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(counted >= at_least, "{series}{counted}");
+    }
     assert!(
         catch_all
             .requests()
