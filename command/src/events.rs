@@ -10,11 +10,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use herald_http::field_schemas::{EventPayload, EventTypeName};
+use herald_http::trace_context::{self, TraceParent};
 use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tracing::Instrument;
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -68,6 +70,50 @@ pub async fn create_event(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateEvent>,
 ) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
+    let event_id = EventId::generate();
+    let caller = TraceParent::from_headers(&headers);
+    // Only made when spans are exported: the request span already carries what logs need.
+    let span = match trace_context::exporting() {
+        true => tracing::info_span!(
+            "ingest",
+            otel.kind = "server",
+            %tenant_id,
+            event_id = Empty,
+        ),
+        false => Span::none(),
+    };
+    let exported_trace_id =
+        trace_context::start_with_span_id(&span, caller, trace_context::ingest_span_id(event_id));
+    let trace_id = match (caller, exported_trace_id) {
+        (Some(caller), _) => caller.trace_id_hex(),
+        (None, exported) => started_trace_id(exported),
+    };
+    let accepted = accept(state, tenant_id, request, &headers, event_id, trace_id)
+        .instrument(span.clone())
+        .await;
+    let status = match &accepted {
+        Ok((status, _)) => *status,
+        Err(error) => error.status(),
+    };
+    let outcome = match &accepted {
+        Ok(_) => "accepted",
+        Err(_) => "refused",
+    };
+    trace_context::record_http_status(&span, status.as_u16());
+    trace_context::record_outcome(&span, outcome, status.is_server_error());
+    accepted
+}
+
+/// Validates, routes and appends the event, as `event_id` in trace `trace_id` (unless an
+/// idempotency key names an earlier one).
+async fn accept(
+    state: CommandState,
+    tenant_id: TenantId,
+    request: CreateEvent,
+    headers: &HeaderMap,
+    mut event_id: EventId,
+    trace_id: String,
+) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
     state.ingest_limits.admit(tenant_id).await?;
     validation::event_type(&request.event_type)
         .map_err(|error| ApiError::invalid("type", error.to_string()))?;
@@ -83,11 +129,10 @@ pub async fn create_event(
             "must be a JSON value other than null",
         ));
     }
-    let idempotency_key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    let idempotency_key = idempotency_key(headers, request.idempotency_key.as_deref())?;
     validate_schedule(&request, Utc::now())?;
     let endpoint_ids = route(&state, tenant_id, &request).await?;
 
-    let mut event_id = EventId::generate();
     if let Some(key) = idempotency_key.as_deref() {
         let fingerprint = RequestFingerprint::of(
             &request.event_type,
@@ -104,7 +149,10 @@ pub async fn create_event(
             Claim::Repeated {
                 event_id: original,
                 appended: true,
-            } => return Ok(accepted(original)),
+            } => {
+                Span::current().record("event_id", display(original));
+                return Ok(accepted(original));
+            }
             // The first request may have died before the log acknowledged its event: append
             // it again under the same id; the log keeps one copy.
             Claim::Repeated {
@@ -118,6 +166,7 @@ pub async fn create_event(
             }
         }
     }
+    Span::current().record("event_id", display(event_id));
 
     let event = EventAccepted {
         event_id,
@@ -126,7 +175,7 @@ pub async fn create_event(
         payload: request.payload,
         idempotency_key: idempotency_key.clone(),
         accepted_at: Utc::now(),
-        trace_id: trace_id(&headers),
+        trace_id,
         endpoint_ids,
         target_endpoints: request
             .target_endpoints
@@ -272,12 +321,14 @@ async fn unroutable_target(
     }
 }
 
-/// Continues the caller's W3C trace when it sent a valid `traceparent`, else starts one (and
-/// records it in the request span, which already holds an incoming one).
-fn trace_id(headers: &HeaderMap) -> String {
-    herald_http::telemetry::incoming_trace_id(headers).unwrap_or_else(|| {
-        let started = format!("{:032x}", rand::random::<u128>());
-        tracing::Span::current().record("trace_id", started.as_str());
-        started
-    })
+/// The trace id of an event whose caller sent no `traceparent`: the exported ingest span's
+/// (a new trace), or a new one when nothing is exported; recorded in the request span, which
+/// records an incoming one itself.
+fn started_trace_id(exported: Option<u128>) -> String {
+    let started = format!(
+        "{:032x}",
+        exported.unwrap_or_else(|| rand::random::<u128>().max(1))
+    );
+    tracing::Span::current().record("trace_id", started.as_str());
+    started
 }

@@ -17,6 +17,7 @@ use crate::rate_limit::KeyedBuckets;
 use crate::retry_budget::RetryBudget;
 use crate::retry_policy::{AttemptResult, Decision, RetryPolicy};
 use chrono::{DateTime, Utc};
+use herald_http::trace_context;
 use herald_log::outbox::Outbox;
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::operational::is_operational;
@@ -193,7 +194,21 @@ impl AttemptRunner {
             attempt_number = job.attempt_number,
             attempt_id = tracing::field::Empty,
         );
-        self.run_inner(job, sequencing).instrument(span).await
+        trace_context::join_event_trace(&span, &job.event.trace_id, job.event.event_id);
+        let finished = self
+            .run_inner(job, sequencing)
+            .instrument(span.clone())
+            .await;
+        let (outcome, failed) = match &finished {
+            Ok(JobOutcome::Attempted { outcome, .. }) => {
+                (outcome.as_str(), *outcome != AttemptOutcome::Succeeded)
+            }
+            Ok(JobOutcome::Deferred { .. }) => ("deferred", false),
+            Ok(JobOutcome::LeftToLane) => ("left_to_lane", false),
+            Err(_) => ("not_recorded", true),
+        };
+        trace_context::record_outcome(&span, outcome, failed);
+        finished
     }
 
     async fn run_inner<S: Sequencing>(
@@ -311,6 +326,9 @@ impl AttemptRunner {
         };
         let _permit = self.in_flight.acquire().await;
         let _counted = herald_metrics::metrics().attempt_in_flight();
+        // The receiver's spans hang under this attempt's span when it is exported.
+        let parent_span_id = trace_context::exported_span_id(&tracing::Span::current())
+            .unwrap_or_else(|| rand::random::<u64>() | 1);
         let report = self
             .sender
             .send(&Webhook {
@@ -319,6 +337,7 @@ impl AttemptRunner {
                 event_type: &job.event.event_type,
                 payload: &job.event.payload,
                 trace_id: &job.event.trace_id,
+                parent_span_id,
                 signers: &target.signers,
                 headers: &target.headers,
             })
@@ -384,6 +403,9 @@ impl AttemptRunner {
             response_bytes: report.response_bytes,
         };
         tracing::debug!(outcome = decision.outcome.as_str(), http_status = ?record.http_status, "attempt finished");
+        if let Some(status) = record.http_status {
+            trace_context::record_http_status(&tracing::Span::current(), status);
+        }
         let made_request = record.http_status.is_some() || !report.latency.is_zero();
         let since_accepted = (decision.outcome == AttemptOutcome::Succeeded)
             .then(|| (record.finished_at - event.accepted_at).to_std().ok())

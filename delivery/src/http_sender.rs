@@ -9,6 +9,7 @@ use crate::retry_policy::AttemptResult;
 use crate::signature::WebhookSigner;
 use crate::target_guard::TargetGuard;
 use chrono::{DateTime, Utc};
+use herald_http::trace_context::traceparent_header;
 use herald_schemas::{ErrorClass, EventId};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -70,6 +71,8 @@ pub struct Webhook<'a> {
     pub event_type: &'a str,
     pub payload: &'a RawValue,
     pub trace_id: &'a str,
+    /// The span the receiver's work belongs under: the attempt's (the `traceparent` parent).
+    pub parent_span_id: u64,
     /// Each signs the message; receivers accept any one of the signatures.
     pub signers: &'a [WebhookSigner],
     /// The endpoint's custom headers; Herald's own headers win over them.
@@ -202,7 +205,11 @@ impl HttpSender {
         insert(&mut headers, "webhook-id", &webhook_id);
         insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
         insert(&mut headers, "webhook-signature", &signature);
-        insert(&mut headers, "traceparent", &traceparent(webhook.trace_id));
+        insert(
+            &mut headers,
+            "traceparent",
+            &traceparent_header(webhook.trace_id, webhook.parent_span_id),
+        );
 
         let response = self
             .client
@@ -249,11 +256,6 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
-}
-
-/// W3C trace context: the event's trace id with a fresh span id per attempt.
-fn traceparent(trace_id: &str) -> String {
-    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
 }
 
 /// What a receiver answered.
@@ -363,6 +365,7 @@ mod tests {
                 event_type: "t",
                 payload: &payload,
                 trace_id: "0af7651916cd43dd8448eb211c80319c",
+                parent_span_id: 0x00f0_67aa_0ba9_02b7,
                 signers: &[WebhookSigner::Hmac(
                     crate::signature::SigningSecret::generate(),
                 )],

@@ -132,6 +132,64 @@ impl SecretsConfig {
     }
 }
 
+/// OpenTelemetry trace export over OTLP/HTTP: off unless an endpoint is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver (e.g. `http://127.0.0.1:4318`); spans are POSTed to
+    /// `<url>/v1/traces`. Unset or empty: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub otlp_service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_service_name: "herald".to_owned(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Where spans are POSTed, when export is on.
+    pub fn traces_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(endpoint) = self
+            .otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|endpoint| !endpoint.is_empty())
+        else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| {
+            ConfigError(format!(
+                "HERALD_OTLP_ENDPOINT: {why}, got `{endpoint}` (the receiver's base URL, e.g. \
+                 http://127.0.0.1:4318)"
+            ))
+        };
+        let url = reqwest::Url::parse(endpoint).map_err(|_| invalid("not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("must be an http or https URL"));
+        }
+        Ok(Some(format!(
+            "{}/v1/traces",
+            endpoint.trim_end_matches('/')
+        )))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.traces_url()?;
+        if self.otlp_service_name.trim().is_empty() {
+            return Err(ConfigError(
+                "HERALD_OTLP_SERVICE_NAME: must not be empty".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct HeraldConfig {
     pub stack: StackConfig,
@@ -140,6 +198,7 @@ pub struct HeraldConfig {
     pub delivery: DeliveryConfig,
     pub projector: ProjectorConfig,
     pub query: QueryConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +227,8 @@ impl HeraldConfig {
                 stack.log_max_age_days, projector.retention_days
             )));
         }
+        let telemetry: TelemetryConfig = figment.extract().map_err(extract_error)?;
+        telemetry.validate()?;
         Ok(Self {
             stack,
             secrets: figment.extract().map_err(extract_error)?,
@@ -175,6 +236,7 @@ impl HeraldConfig {
             delivery: figment.extract().map_err(extract_error)?,
             projector,
             query: figment.extract().map_err(extract_error)?,
+            telemetry,
         })
     }
 }
@@ -222,6 +284,44 @@ mod tests {
             error.to_string().contains("HERALD_LOG_MAX_AGE_DAYS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn trace_export_is_off_unless_an_endpoint_is_set() {
+        let config = HeraldConfig::from_figment(Figment::new()).expect("defaults are valid");
+        assert_eq!(config.telemetry.traces_url().expect("valid"), None);
+        assert_eq!(config.telemetry.otlp_service_name, "herald");
+        let empty = HeraldConfig::from_figment(Figment::new().merge(("otlp_endpoint", " ")))
+            .expect("empty is off");
+        assert_eq!(empty.telemetry.traces_url().expect("valid"), None);
+        for (endpoint, traces) in [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+            (
+                "https://collector:4318/",
+                "https://collector:4318/v1/traces",
+            ),
+        ] {
+            let config =
+                HeraldConfig::from_figment(Figment::new().merge(("otlp_endpoint", endpoint)))
+                    .expect("valid endpoint");
+            assert_eq!(
+                config.telemetry.traces_url().expect("valid").as_deref(),
+                Some(traces)
+            );
+        }
+    }
+
+    #[test]
+    fn an_otlp_endpoint_that_is_no_http_url_is_a_config_error() {
+        for endpoint in ["127.0.0.1:4318", "grpc://collector:4317", "not a url"] {
+            let error =
+                HeraldConfig::from_figment(Figment::new().merge(("otlp_endpoint", endpoint)))
+                    .expect_err("invalid endpoint");
+            assert!(
+                error.to_string().contains("HERALD_OTLP_ENDPOINT"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod receiver_contract;
 pub mod reconcile;
 pub mod secrets_admin;
 pub mod stack;
+pub mod telemetry;
 
 pub use app::{run, Service};
 pub use config::HeraldConfig;

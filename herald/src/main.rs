@@ -84,8 +84,13 @@ enum RebuildTarget {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
     let config = HeraldConfig::load()?;
+    // Only the services export traces: the other tasks make none of the spans exported.
+    let serving = matches!(
+        cli.task,
+        Task::All | Task::Command | Task::Delivery | Task::Projector | Task::Query | Task::Api
+    );
+    let trace_export = herald::telemetry::init_tracing(serving.then_some(&config.telemetry))?;
     let service = match cli.task {
         Task::All => Service::All,
         Task::Command => Service::Command,
@@ -201,7 +206,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.stack.listen_addr))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    herald::run(service, config, listener, shutdown).await?;
+    let ran = herald::run(service, config, listener, shutdown).await;
+    if let Some(trace_export) = trace_export {
+        trace_export.shutdown().await;
+    }
+    ran?;
     Ok(())
 }
 
@@ -223,18 +232,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutting down: no new work; finishing in-flight work");
     shutdown.cancel();
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

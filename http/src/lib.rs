@@ -1,6 +1,6 @@
 //! The HTTP edge shared by the `command` and `query` services: RFC 9457 problem responses,
 //! tenant authentication by API key, JSON bodies whose errors name the offending field, and
-//! the request span.
+//! the request span, and W3C trace context with the spans Herald exports.
 
 pub mod admin;
 pub mod api_key;
@@ -10,6 +10,7 @@ pub mod problem;
 pub mod query_string;
 pub mod telemetry;
 pub mod tenant_auth;
+pub mod trace_context;
 pub mod whole_number;
 
 pub use api_key::{ApiKey, ApiKeyHash};

@@ -45,16 +45,10 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     .await
 }
 
-/// The trace id of the caller's `traceparent` header (lowercase hex), when it sent a valid one.
+/// The trace id of the caller's `traceparent` header (lowercase hex), when it sent a valid one
+/// ([`crate::trace_context::TraceParent`]).
 pub fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split('-').nth(1))
-        .filter(|id| {
-            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && *id != "0".repeat(32)
-        })
-        .map(str::to_ascii_lowercase)
+    crate::trace_context::TraceParent::from_headers(headers).map(|parent| parent.trace_id_hex())
 }
 
 #[cfg(test)]
@@ -87,6 +81,8 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            // A parent id of zeros makes the whole header invalid (W3C trace context).
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "garbage",
         ] {
             assert_eq!(incoming_trace_id(&with_traceparent(value)), None, "{value}");
