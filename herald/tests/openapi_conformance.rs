@@ -130,16 +130,6 @@ async fn a_delivered_webhook_is_what_the_document_promises() -> anyhow::Result<(
             receiver.requests().get(round).cloned()
         })
         .await?;
-        let headers: serde_json::Map<String, serde_json::Value> = request
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    json!(value.to_str().unwrap_or_default()),
-                )
-            })
-            .collect();
         if round == 1 {
             anyhow::ensure!(
                 request.header("webhook-signature").split(' ').count() == 2,
@@ -147,29 +137,57 @@ async fn a_delivered_webhook_is_what_the_document_promises() -> anyhow::Result<(
                 request.header("webhook-signature")
             );
         }
-        let received = std::env::temp_dir().join(format!(
-            "herald-webhook-{}-{round}.json",
-            std::process::id()
-        ));
-        std::fs::write(
-            &received,
-            serde_json::to_vec(&json!({
-                "headers": headers,
-                "body": String::from_utf8(request.body.to_vec())?,
-            }))?,
-        )?;
-        let mut command = std::process::Command::new(&python);
-        command
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_contract.py"))
-            .arg(&document)
-            .arg(&received)
-            .arg(&secret);
-        let checked = run_checked(command, "the webhook does not match its contract").await;
-        let _ = std::fs::remove_file(&received);
-        checked?;
+        check_webhook(&python, &document, &request, &secret, "event").await?;
     }
     let _ = std::fs::remove_file(&document);
     Ok(())
+}
+
+/// Checks one request a receiver got against the document's `webhook` entry and the
+/// reference verifier with `secret` (`webhook_contract.py`).
+async fn check_webhook(
+    python: &Path,
+    document: &Path,
+    request: &herald_tests::receiver::ReceivedRequest,
+    secret: &str,
+    webhook: &str,
+) -> anyhow::Result<()> {
+    let headers: serde_json::Map<String, serde_json::Value> = request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                json!(value.to_str().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let received = std::env::temp_dir().join(format!(
+        "herald-webhook-{}-{}.json",
+        std::process::id(),
+        herald_tests::rand_u32()
+    ));
+    std::fs::write(
+        &received,
+        serde_json::to_vec(&json!({
+            "headers": headers,
+            "body": String::from_utf8(request.body.to_vec())?,
+        }))?,
+    )?;
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_contract.py"))
+        .arg(document)
+        .arg(&received)
+        .arg(secret)
+        .arg(webhook);
+    let checked = run_checked(
+        command,
+        &format!("the {webhook} webhook does not match its contract"),
+    )
+    .await;
+    let _ = std::fs::remove_file(&received);
+    checked.map(|_| ())
 }
 
 /// One of Herald's own events (a dead letter's announcement) fits its entry in `webhooks`,
@@ -203,42 +221,16 @@ async fn an_operational_webhook_is_what_the_document_promises() -> anyhow::Resul
         || async { operations.requests().first().cloned() },
     )
     .await?;
-    let headers: serde_json::Map<String, serde_json::Value> = request
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                json!(value.to_str().unwrap_or_default()),
-            )
-        })
-        .collect();
-    let received = std::env::temp_dir().join(format!(
-        "herald-operational-webhook-{}.json",
-        std::process::id()
-    ));
-    std::fs::write(
-        &received,
-        serde_json::to_vec(&json!({
-            "headers": headers,
-            "body": String::from_utf8(request.body.to_vec())?,
-        }))?,
-    )?;
-    let mut command = std::process::Command::new(&python);
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_contract.py"))
-        .arg(&document)
-        .arg(&received)
-        .arg(&endpoint.secret)
-        .arg("herald.delivery.dead_lettered");
-    let checked = run_checked(
-        command,
-        "the operational webhook does not match its contract",
+    let checked = check_webhook(
+        &python,
+        &document,
+        &request,
+        &endpoint.secret,
+        "herald.delivery.dead_lettered",
     )
     .await;
-    let _ = std::fs::remove_file(&received);
     let _ = std::fs::remove_file(&document);
-    checked.map(|_| ())
+    checked
 }
 
 #[tokio::test]
