@@ -205,7 +205,8 @@ pub struct UsageQuery {
     /// The last period is the one containing this time (RFC 3339; default: now).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
-    /// `hour` (default; at most 31 days) or `day` (at most 366 days), in UTC.
+    /// `hour` (default) or `day`, in UTC. More than 31 days of hours are served by the day,
+    /// more than 366 days by their last 366; the answer says which.
     #[param(value_type = Option<String>, pattern = "^(hour|day)$")]
     pub granularity: Option<String>,
     /// `endpoint`: each endpoint's use per period too.
