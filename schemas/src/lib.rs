@@ -10,7 +10,9 @@ pub mod config_changes;
 pub mod ids;
 pub mod log_message;
 pub mod messages;
+pub mod objectives;
 pub mod operational;
+pub mod replays;
 pub mod status;
 pub mod subjects;
 
@@ -22,11 +24,14 @@ pub use ids::{AttemptId, EndpointId, EventId, ReplayId, TenantId};
 pub use log_message::{DecodeError, LogMessage};
 pub use messages::{
     AttemptOutcome, AttemptRecorded, DeferralReason, DeliveryDeferred, EndpointCircuitClosed,
-    EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated, EndpointSlo,
-    EndpointSloBurning, EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, ReplayFinished,
-    ReplayMode, ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery, RetryDue,
-    RetryPolicyOverride, SignatureScheme, SloAlert, TenantCreated,
+    EndpointCircuitOpened, EndpointCreated, EndpointDisabled, EndpointSecretRotated,
+    EndpointSnapshot, ErrorClass, EventAccepted, RateLimit, RetryDue, RetryPolicyOverride,
+    SignatureScheme, TenantCreated,
 };
+pub use objectives::{EndpointSlo, EndpointSloBurning, SloAlert};
 pub use operational::OperationalEvent;
+pub use replays::{
+    ReplayFinished, ReplayMode, ReplayProgressed, ReplayRequested, ReplayStarted, ReplayedDelivery,
+};
 pub use status::{DeliveriesCondition, DeliveryStatus, EventStatus, UnknownWord};
 pub use subjects::Namespace;

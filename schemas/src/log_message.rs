@@ -9,9 +9,11 @@ use crate::config_changes::{
 };
 use crate::messages::{
     AttemptRecorded, DeliveryDeferred, EndpointCircuitClosed, EndpointCircuitOpened,
-    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EndpointSloBurning, EventAccepted,
-    ReplayFinished, ReplayProgressed, ReplayRequested, ReplayStarted, RetryDue, TenantCreated,
+    EndpointCreated, EndpointDisabled, EndpointSecretRotated, EventAccepted, RetryDue,
+    TenantCreated,
 };
+use crate::objectives::EndpointSloBurning;
+use crate::replays::{ReplayFinished, ReplayProgressed, ReplayRequested, ReplayStarted};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -14,7 +14,8 @@
 //! A receiver gets `{"type": "herald.…", "timestamp": …, "data": <notice>}`, signed as usual.
 
 use crate::ids::{AttemptId, EndpointId, EventId, TenantId};
-use crate::messages::{AttemptOutcome, EndpointSlo, ErrorClass, SloAlert};
+use crate::messages::{AttemptOutcome, ErrorClass};
+use crate::objectives::{EndpointSlo, SloAlert};
 use crate::LogMessage;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
