@@ -3,11 +3,13 @@
 //!
 //! JetStream 2.9 has no per-message delivery time, so retries wait on a few *delay tiers*:
 //! subject `<ns>.retries.<tier>` holds messages that become actionable `tier.delay` after
-//! they were appended. Within one tier that moment only grows with the append order, so a
-//! tier's consumer only ever has to wait for its head. A retry due later than the tier's delay
-//! is moved on to the tier that fits what is left (a timing wheel made of streams); one due
-//! within a second is held in memory, still unacknowledged, until its time. A crashed worker's
-//! unacknowledged retries come back to another worker after the ack wait.
+//! they were appended, or at their due time if that comes first. A retry not actionable yet
+//! goes back to its tier until it is (a NAK with that delay); one due later than the tier's
+//! delay is moved on to the tier that fits what is left (a timing wheel made of streams); one
+//! due within a second is held in memory, still unacknowledged, until its time. Each retry is
+//! judged on its own: in the shortest tier due times do not follow the append order (a 100 ms
+//! retry appended after a 900 ms one is due first), so none waits behind another. A crashed
+//! worker's unacknowledged retries come back to another worker after the ack wait.
 //!
 //! This module puts retries in the queue; `retry_worker` takes them out and attempts them.
 

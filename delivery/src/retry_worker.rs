@@ -90,7 +90,10 @@ impl RetryWorker {
                     continue;
                 }
             };
-            let mut head_wait: Option<Duration> = None;
+            // Each retry is judged on its own: due times need not follow the append order
+            // (see `take`), so one not actionable yet must not hold back those behind it. One
+            // sent back with a delay is not delivered again before then, so the next pull does
+            // not spin on it.
             while let Some(message) = batch.next().await {
                 let message = match message {
                     Ok(message) => message,
@@ -99,32 +102,26 @@ impl RetryWorker {
                         break;
                     }
                 };
-                if let Some(wait) = head_wait {
-                    let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
-                    continue;
-                }
-                head_wait = self.take(tier, message, &tracker, &hard_stop).await;
-            }
-            if let Some(wait) = head_wait {
-                pause(&shutdown, wait).await;
+                self.take(tier, message, &tracker, &hard_stop).await;
             }
         }
     }
 
-    /// Handles one message; returns how long to wait when it is not actionable yet.
+    /// Handles one message: attempts it (now, or held in memory until due within a second),
+    /// moves it to the tier that fits, or sends it back until it is actionable.
     async fn take(
         self: &Arc<Self>,
         tier: RetryTier,
         message: jetstream::Message,
         tracker: &TaskTracker,
         hard_stop: &CancellationToken,
-    ) -> Option<Duration> {
+    ) {
         let retry = match LogMessage::decode(&message.payload) {
             Ok(LogMessage::RetryDue(retry)) => retry,
             other => {
                 tracing::error!(tier = tier.name, result = ?other.map(|m| m.type_name()), "not a retry; dropped");
                 let _ = message.ack_with(AckKind::Term).await;
-                return None;
+                return;
             }
         };
         let now = Utc::now();
@@ -139,11 +136,14 @@ impl RetryWorker {
             .due_at
             .min(appended_at + chrono::Duration::from_std(tier.delay).unwrap_or_default());
         let until_actionable = (actionable_at - now).to_std().unwrap_or(Duration::ZERO);
-        if until_actionable > WAKE_SLACK {
-            let _ = message.ack_with(AckKind::Nak(Some(until_actionable))).await;
-            return Some(until_actionable);
-        }
         let until_due = (retry.due_at - now).to_std().unwrap_or(Duration::ZERO);
+        // A retry due within the hold is taken whether or not it is its tier's head: in the
+        // shortest tier due times do not follow the append order (a 100 ms retry appended
+        // after a 900 ms one is due first), and waiting for the head would delay it.
+        if until_actionable > WAKE_SLACK && until_due > HOLD_IN_MEMORY {
+            let _ = message.ack_with(AckKind::Nak(Some(until_actionable))).await;
+            return;
+        }
         if until_due > HOLD_IN_MEMORY {
             match self.deliveries.retries().schedule(&retry).await {
                 Ok(()) => {
@@ -156,7 +156,7 @@ impl RetryWorker {
                         .await;
                 }
             }
-            return None;
+            return;
         }
         let worker = self.clone();
         let hard_stop = hard_stop.clone();
@@ -171,7 +171,6 @@ impl RetryWorker {
                 }
             }
         });
-        None
     }
 
     async fn attempt(&self, retry: RetryDue, until_due: Duration) -> bool {

@@ -45,6 +45,14 @@ pub fn herald() -> &'static TestHerald {
 }
 
 fn start() -> Result<TestHerald> {
+    // HERALD_TEST_LOG=<filter> (e.g. `warn,herald_delivery=debug`) writes the in-process
+    // Herald's logs to stderr, for finding out why a test failed.
+    if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     start_with(|_| {})
 }
 

@@ -335,3 +335,41 @@ async fn deliveries_matching_a_filter_are_replayed_in_bulk() -> anyhow::Result<(
     assert_eq!(other.count(), 6);
     Ok(())
 }
+
+/// Retries due within a second share the shortest delay tier, where due times do not follow
+/// the append order: a 100 ms retry appended just after a 900 ms one must not wait for it.
+#[tokio::test]
+async fn a_short_retry_does_not_wait_behind_a_longer_one() -> anyhow::Result<()> {
+    let api = Api::new();
+    let tenant = api.create_tenant("retry-order").await?;
+    let slow = Receiver::start().await;
+    slow.script([Reply::status(503)]);
+    let quick = Receiver::start().await;
+    quick.script([Reply::status(503)]);
+    for (receiver, event_type, delay_ms) in [(&slow, "r.slow", 900), (&quick, "r.quick", 100)] {
+        api.create_endpoint(
+            &tenant,
+            json!({ "url": receiver.url, "events": [event_type],
+                    "retry_policy": { "initial_delay_ms": delay_ms, "multiplier": 1.0 } }),
+        )
+        .await?;
+    }
+    let slow_event = api
+        .send_event(&tenant, json!({ "type": "r.slow", "payload": {} }))
+        .await?;
+    let quick_event = api
+        .send_event(&tenant, json!({ "type": "r.quick", "payload": {} }))
+        .await?;
+    for event_id in [&slow_event, &quick_event] {
+        api.wait_for_event_status(&tenant, event_id, "delivered")
+            .await?;
+    }
+    let requests = quick.requests();
+    let gap = requests[1].received_at - requests[0].received_at;
+    // 100 ms plus jitter; behind the slow retry it would have been about 900 ms.
+    assert!(
+        gap < std::time::Duration::from_millis(600),
+        "the quick retry came {gap:?} after its first attempt"
+    );
+    Ok(())
+}
