@@ -58,7 +58,16 @@ async fn sli_when(api: &Api, tenant: &Tenant, query: &str, attempts: u64) -> any
         &format!("{path} to count {attempts} attempts"),
         || async {
             let (status, body) = api.get(tenant, &path).await.ok()?;
-            (status == 200 && body["totals"]["attempts"] == attempts).then_some(body)
+            // Totals and points are two ClickHouse queries run at once: an insert landing
+            // between them makes them differ for a moment, so wait for both.
+            let in_points: u64 = body["points"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|point| point["attempts"].as_u64().unwrap_or(0))
+                .sum();
+            (status == 200 && body["totals"]["attempts"] == attempts && in_points == attempts)
+                .then_some(body)
         },
     )
     .await
