@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test stack stack-down stack-status lint build
+.PHONY: run test bench stack stack-down stack-status lint build
 
 ## Start the local stack (NATS, PostgreSQL, ClickHouse under .stack/) and run every service
 ## in the foreground on http://127.0.0.1:8080.
@@ -13,12 +13,21 @@ run: stack
 ## The whole test suite against the real stack (started if it is not up), the dashboard's
 ## browser test in Debian's Chromium among it (scripts/browser-deps.sh). First every
 ## ClickHouse migration and example query of docs/clickhouse.md runs on current ClickHouse,
-## in-process (chdb-core in .stack/venv); the tests run them on the stack's 18.16.
+## in-process (chdb-core in .stack/venv); the tests run them on the stack's 18.16. Last, the
+## `quick` benchmark scenario on the debug build, so the harness keeps working.
 test: stack
 	scripts/python-venv.sh >/dev/null
 	scripts/browser-deps.sh
 	.stack/venv/bin/python scripts/check-clickhouse-sql.py
 	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) build -p herald -p herald-bench --bins
+	BENCH_BIN_DIR=target/debug bench/run.sh quick
+
+## Benchmarks (bench/run.sh, docs/PERFORMANCE.md): SCENARIO=<name> runs one (default: every
+## scenario, in order, about 40 minutes), DURATION=<s> overrides its length. Each writes
+## bench/results/<scenario>.json and PNG plots beside it.
+bench: stack
+	bench/run.sh $(if $(DURATION),--duration $(DURATION)) $(SCENARIO)
 
 ## fmt and clippy, warnings as errors.
 lint:

@@ -2,7 +2,7 @@
 # The Python environment of Herald's checks: a venv in .stack/venv holding exactly the
 # packages pinned in scripts/python-requirements.txt (chdb-core, for
 # scripts/check-clickhouse-sql.py; schemathesis, openapi-spec-validator and standardwebhooks,
-# for herald/tests/openapi_conformance.rs). Prints the venv's python on stdout.
+# for herald/tests/openapi_conformance.rs; matplotlib, for bench/plot.py). Prints the venv's python on stdout.
 #
 #   scripts/python-venv.sh    create or update the venv if needed
 #

@@ -1,9 +1,9 @@
 //! How far the projections trail the log under load. Every 100 ms the sampler reads the
-//! log's last sequence, the Postgres projector's checkpoint and the highest sequence stored
-//! in ClickHouse. A projection's lag at a sample is how long ago the log first reached what
-//! the projection has applied by then (an upper bound, to the sampling interval; for
-//! ClickHouse, which only stores attempt records, the time since the log passed its last
-//! attempt record).
+//! log's last sequence and its last attempt record's, the Postgres projector's checkpoint
+//! and the highest sequence stored in ClickHouse. A projection's lag at a sample is how long
+//! ago the log received the first message the projection has not applied yet (to the
+//! sampling interval), and zero when it has applied everything there is for it (for
+//! ClickHouse, which stores only attempt records: up to the last attempt record).
 
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct Servers {
 struct Sample {
     at: Instant,
     log: u64,
+    /// The log's last attempt record: all ClickHouse stores.
+    last_attempt: u64,
     postgres: u64,
     clickhouse: u64,
 }
@@ -39,6 +41,7 @@ impl LagSampler {
         let jetstream = async_nats::jetstream::new(nats);
         let stream_name = herald_schemas::Namespace::new(&servers.namespace)?.log_stream();
         let checkpoint = herald_schemas::Namespace::new(&servers.namespace)?.postgres_checkpoint();
+        let attempts = herald_schemas::Namespace::new(&servers.namespace)?.attempts_filter();
         let mut stream = jetstream.get_stream(&stream_name).await?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
@@ -56,6 +59,10 @@ impl LagSampler {
             loop {
                 let at = Instant::now();
                 let log = stream.info().await.map(|info| info.state.last_sequence);
+                let last_attempt = stream
+                    .get_last_raw_message_by_subject(&attempts)
+                    .await
+                    .map_or(0, |message| message.sequence);
                 let postgres: Result<Option<i64>, _> = sqlx::query_scalar(
                     "SELECT stream_sequence FROM projector_checkpoints WHERE projector = $1",
                 )
@@ -77,6 +84,7 @@ impl LagSampler {
                     recorded.lock().await.push(Sample {
                         at,
                         log,
+                        last_attempt,
                         postgres: postgres.unwrap_or(0).max(0) as u64,
                         clickhouse,
                     });
@@ -87,26 +95,41 @@ impl LagSampler {
         Ok(Self { samples, task })
     }
 
-    /// Stops sampling; the lags seen, per projection, as sorted durations.
-    pub async fn finish(self) -> (Vec<Duration>, Vec<Duration>) {
+    /// Stops sampling; each sample's lag per projection, in ms, at seconds from `origin`.
+    pub async fn finish(self, origin: Instant) -> Vec<LagSample> {
         self.task.abort();
         let samples = self.samples.lock().await.clone();
-        let lag = |applied: fn(&Sample) -> u64| {
-            let mut lags: Vec<Duration> = samples
-                .iter()
-                .filter_map(|sample| {
-                    let reached = samples
-                        .iter()
-                        .find(|earlier| earlier.log >= applied(sample))?;
-                    Some(sample.at.saturating_duration_since(reached.at))
-                })
-                .collect();
-            lags.sort();
-            lags
+        // How long ago the log received the first message the projection has not applied;
+        // nothing when it has applied all there is for it.
+        let lag = |sample: &Sample, applied: u64, all: u64| {
+            if applied >= all {
+                return Some(0.0);
+            }
+            let reached = samples.iter().find(|earlier| earlier.log > applied)?;
+            Some(
+                sample
+                    .at
+                    .saturating_duration_since(reached.at)
+                    .as_secs_f64()
+                    * 1000.0,
+            )
         };
-        (
-            lag(|sample| sample.postgres),
-            lag(|sample| sample.clickhouse),
-        )
+        samples
+            .iter()
+            .filter_map(|sample| {
+                Some(LagSample {
+                    t: sample.at.saturating_duration_since(origin).as_secs_f64(),
+                    postgres_ms: lag(sample, sample.postgres, sample.log)?,
+                    clickhouse_ms: lag(sample, sample.clickhouse, sample.last_attempt)?,
+                })
+            })
+            .collect()
     }
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct LagSample {
+    pub t: f64,
+    pub postgres_ms: f64,
+    pub clickhouse_ms: f64,
 }
