@@ -1,6 +1,6 @@
 """Draws a herald-bench result: <scenario>-throughput.png (deliveries and accepted events per
 second), <scenario>-latency.png (accept→delivered p50/p99 and ingest p99 of the events due
-each second, projection lag) and <scenario>-memory.png (each process), beside the JSON.
+each second, projection lag) and <scenario>-memory.png and <scenario>-cpu.png (each process), beside the JSON.
 
     python bench/plot.py bench/results/max.json
 """
@@ -83,29 +83,36 @@ def latency(result, out):
     plt.close(fig)
 
 
-def memory(result, out):
-    samples = result["memory_timeline"]
-    programs = sorted({program for sample in samples for program in sample["mb"]})
-    fig, axes = plt.subplots(figsize=(10, 4.5))
-    for program in programs:
-        axes.plot([s["t"] for s in samples], [s["mb"].get(program, 0) for s in samples], label=program)
-    shade_phases(axes, result)
-    axes.set_xlabel("seconds since the start of the load")
-    axes.set_ylabel("MB (proportional set size)")
-    axes.set_ylim(bottom=0)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", fontsize=7)
-    axes.set_title(title(result, "memory of each process"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+def per_program(key, ylabel, what):
+    def draw(result, out):
+        samples = result[key]
+        programs = sorted({program for sample in samples for program in sample["values"]})
+        fig, axes = plt.subplots(figsize=(10, 4.5))
+        for program in programs:
+            axes.plot([s["t"] for s in samples], [s["values"].get(program, 0) for s in samples], label=program)
+        shade_phases(axes, result)
+        axes.set_xlabel("seconds since the start of the load")
+        axes.set_ylabel(ylabel)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left", fontsize=7)
+        axes.set_title(title(result, what), fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+
+    return draw
+
+
+memory = per_program("memory_timeline", "MB (proportional set size)", "memory of each process")
+cpu = per_program("cpu_cores_timeline", "CPU cores", "CPU of each process (2 cores in all)")
 
 
 def main():
     path = Path(sys.argv[1])
     result = json.loads(path.read_text())
     stem = path.with_suffix("")
-    for kind, draw in (("throughput", throughput), ("latency", latency), ("memory", memory)):
+    for kind, draw in (("throughput", throughput), ("latency", latency), ("memory", memory), ("cpu", cpu)):
         out = Path(f"{stem}-{kind}.png")
         draw(result, out)
         print(f"plotted: {out}")

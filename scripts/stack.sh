@@ -19,6 +19,7 @@
 # Ports (all on 127.0.0.1), overridable from the environment:
 #   HERALD_STACK_NATS_PORT               14222  NATS clients
 #   HERALD_STACK_NATS_MONITOR_PORT       18222  NATS monitoring (/healthz)
+#   HERALD_STACK_NATS_GOMAXPROCS         1      Go scheduler threads of nats-server
 #   HERALD_STACK_POSTGRES_PORT           15432  PostgreSQL
 #   HERALD_STACK_CLICKHOUSE_HTTP_PORT    18123  ClickHouse HTTP
 #   HERALD_STACK_CLICKHOUSE_TCP_PORT     19000  ClickHouse native (clickhouse-client --port 19000)
@@ -37,6 +38,7 @@ STACK="${HERALD_STACK_DIR:-$ROOT/.stack}"
 
 NATS_PORT="${HERALD_STACK_NATS_PORT:-14222}"
 NATS_MONITOR_PORT="${HERALD_STACK_NATS_MONITOR_PORT:-18222}"
+NATS_GOMAXPROCS="${HERALD_STACK_NATS_GOMAXPROCS:-1}"
 PG_PORT="${HERALD_STACK_POSTGRES_PORT:-15432}"
 CH_HTTP_PORT="${HERALD_STACK_CLICKHOUSE_HTTP_PORT:-18123}"
 CH_TCP_PORT="${HERALD_STACK_CLICKHOUSE_TCP_PORT:-19000}"
@@ -198,7 +200,11 @@ nats_up() {
   fi
   rm -f "$NATS_PID"
   log "starting NATS (JetStream) on 127.0.0.1:$NATS_PORT, monitor 127.0.0.1:$NATS_MONITOR_PORT"
-  (cd "$NATS_DIR" && exec setsid nohup nats-server \
+  # One Go scheduler thread: on this 2-core machine shared with Herald and the databases, a
+  # second one only spins and hands goroutines between threads; below saturation that cost
+  # nats-server a third of its CPU per delivery (docs/PERFORMANCE.md), and at the maximum
+  # nats-server needs about half a core.
+  (cd "$NATS_DIR" && GOMAXPROCS="$NATS_GOMAXPROCS" exec setsid nohup nats-server \
     -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
     -js -sd "$NATS_DIR/data" -P "$NATS_PID" \
     >>"$NATS_LOG" 2>&1 </dev/null 9>&-) &

@@ -4,7 +4,9 @@
 //! whether or not earlier ones were answered; every latency counts from the due time, so a
 //! stalled Herald cannot hide by slowing the sender down (no coordinated omission). Closed
 //! loop: a fixed number of requests in flight, each sent when one is answered, to find the
-//! maximum.
+//! maximum: a closed loop counts an event in flight until it is delivered (to every endpoint
+//! the run counts), not just until it is answered, so the maximum found is what ingest,
+//! delivery and the log sustain together, with a bounded backlog.
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +69,11 @@ pub struct Ingest {
     url: String,
     api_key: String,
     routing: Routing,
+    endpoints: usize,
+    counted: fn(usize) -> bool,
+    /// Deliveries still to arrive that a closed loop may have outstanding; the receiver
+    /// gives one back with each first arrival.
+    undelivered: Arc<Semaphore>,
     padding: Arc<str>,
     next_index: Arc<AtomicU64>,
     sent: Arc<Mutex<Vec<SentEvent>>>,
@@ -78,14 +85,18 @@ impl Ingest {
         client: reqwest::Client,
         herald: &str,
         api_key: String,
-        routing: Routing,
+        endpoints: &crate::session::Endpoints,
+        undelivered: Arc<Semaphore>,
         payload_bytes: usize,
     ) -> Self {
         Self {
             client,
             url: format!("{herald}/v1/events"),
             api_key,
-            routing,
+            routing: endpoints.routing,
+            endpoints: endpoints.count,
+            counted: endpoints.counted,
+            undelivered,
             padding: "x".repeat(payload_bytes.saturating_sub(60)).into(),
             next_index: Arc::new(AtomicU64::new(0)),
             sent: Arc::new(Mutex::new(Vec::new())),
@@ -114,11 +125,21 @@ impl Ingest {
         }
     }
 
-    /// Keeps `concurrency` requests in flight for `duration`, or until event `limit` is
-    /// sent.
-    pub async fn closed_loop(&self, concurrency: usize, duration: Duration, limit: Option<u64>) {
+    /// Sends with `concurrency` requests in flight and at most `window` events not yet
+    /// delivered, for `duration` or until event `limit` is sent.
+    pub async fn closed_loop(
+        &self,
+        concurrency: usize,
+        window: usize,
+        duration: Duration,
+        limit: Option<u64>,
+    ) {
         let deadline = Instant::now() + duration;
         let workers = TaskTracker::new();
+        let permits = (0..window as u64)
+            .map(|index| self.weight(index))
+            .sum::<u32>();
+        self.undelivered.add_permits(permits as usize);
         for _ in 0..concurrency {
             let this = self.clone();
             workers.spawn(async move {
@@ -127,7 +148,14 @@ impl Ingest {
                     if limit.is_some_and(|limit| index >= limit) {
                         break;
                     }
-                    this.send(index, Instant::now()).await;
+                    let weight = this.weight(index);
+                    let Ok(taken) = this.undelivered.acquire_many(weight).await else {
+                        break;
+                    };
+                    taken.forget();
+                    if !this.send(index, Instant::now()).await {
+                        this.undelivered.add_permits(weight as usize);
+                    }
                 }
             });
         }
@@ -148,7 +176,16 @@ impl Ingest {
         sent
     }
 
-    async fn send(&self, index: u64, due: Instant) {
+    /// Deliveries the run counts for event `index`.
+    fn weight(&self, index: u64) -> u32 {
+        let counted = self.counted;
+        (self.routing.endpoints_of(index, self.endpoints))
+            .filter(|&endpoint| counted(endpoint))
+            .count() as u32
+    }
+
+    /// Whether the event was accepted.
+    async fn send(&self, index: u64, due: Instant) -> bool {
         let body = json!({
             "type": self.routing.event_type(index),
             "payload": { "index": index, "padding": &*self.padding },
@@ -169,6 +206,7 @@ impl Ingest {
                 .and_then(|body| body["event_id"].as_str().map(str::to_owned)),
             Ok(_) | Err(_) => None,
         };
+        let accepted = event_id.is_some();
         if let Ok(mut sent) = self.sent.lock() {
             sent.push(SentEvent {
                 index,
@@ -177,6 +215,7 @@ impl Ingest {
                 event_id,
             });
         }
+        accepted
     }
 }
 

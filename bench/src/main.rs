@@ -39,8 +39,12 @@ pub struct Args {
     #[arg(long)]
     max_rate: Option<f64>,
     /// Ingest requests in flight in closed-loop phases.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Events accepted but not yet delivered (everywhere the run expects them) a closed loop
+    /// allows before it waits.
+    #[arg(long, default_value_t = 2_048)]
+    window: usize,
     /// Payload size in bytes (approximate).
     #[arg(long, default_value_t = 500)]
     payload_bytes: usize,

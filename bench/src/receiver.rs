@@ -42,17 +42,27 @@ struct ReceiverState {
     arrivals: Mutex<HashMap<(u32, String), Instant>>,
     /// First arrivals per endpoint, to watch the drain without walking the ledger.
     first_arrivals: Vec<AtomicU64>,
+    /// Counted endpoints (a first arrival there gives a permit back to `undelivered`).
+    counted: fn(usize) -> bool,
+    undelivered: Arc<tokio::sync::Semaphore>,
     duplicates: AtomicU64,
     /// Requests answered with a failure (500 or hang).
     refused: AtomicU64,
 }
 
 impl Receiver {
-    pub async fn start(endpoints: usize, expected_arrivals: usize) -> Result<Self> {
+    pub async fn start(
+        endpoints: usize,
+        counted: fn(usize) -> bool,
+        undelivered: Arc<tokio::sync::Semaphore>,
+        expected_arrivals: usize,
+    ) -> Result<Self> {
         let state = Arc::new(ReceiverState {
             behaviours: (0..endpoints).map(|_| AtomicU8::new(0)).collect(),
             arrivals: Mutex::new(HashMap::with_capacity(expected_arrivals)),
             first_arrivals: (0..endpoints).map(|_| AtomicU64::new(0)).collect(),
+            counted,
+            undelivered,
             duplicates: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         });
@@ -138,6 +148,9 @@ async fn arrive(
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(at);
                 state.first_arrivals[endpoint as usize].fetch_add(1, Ordering::Relaxed);
+                if (state.counted)(endpoint as usize) {
+                    state.undelivered.add_permits(1);
+                }
             }
         }
     }

@@ -197,16 +197,41 @@ impl Run<'_> {
     }
 
     /// Memory of each program at every snapshot.
-    pub fn memory_timeline(&self) -> Vec<MemorySample> {
+    pub fn memory_timeline(&self) -> Vec<PerProgram> {
         self.snapshots
             .iter()
-            .map(|snapshot| MemorySample {
+            .map(|snapshot| PerProgram {
                 t: round2(self.offset(snapshot.at)),
-                mb: snapshot
+                values: snapshot
                     .by_program
                     .iter()
                     .map(|(program, usage)| (program.clone(), round2(usage.memory_mb)))
                     .collect(),
+            })
+            .collect()
+    }
+
+    /// CPU cores used by each program between consecutive snapshots.
+    pub fn cpu_timeline(&self) -> Vec<PerProgram> {
+        self.snapshots
+            .windows(2)
+            .map(|pair| {
+                let seconds = pair[1]
+                    .at
+                    .duration_since(pair[0].at)
+                    .as_secs_f64()
+                    .max(1e-3);
+                PerProgram {
+                    t: round2(self.offset(pair[1].at)),
+                    values: pair[1]
+                        .by_program
+                        .iter()
+                        .map(|(program, usage)| {
+                            let spent = usage.cpu_seconds - pair[0].get(program).cpu_seconds;
+                            (program.clone(), round2(spent.max(0.0) / seconds))
+                        })
+                        .collect(),
+                }
             })
             .collect()
     }
@@ -239,9 +264,9 @@ pub struct Second {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct MemorySample {
+pub struct PerProgram {
     pub t: f64,
-    pub mb: BTreeMap<String, f64>,
+    pub values: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]

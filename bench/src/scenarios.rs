@@ -181,6 +181,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         "findings": findings,
         "timeline": run.timeline(seconds_total),
         "memory_timeline": run.memory_timeline(),
+        "cpu_cores_timeline": run.cpu_timeline(),
         "lag_timeline": finished.lag,
     }))
 }
@@ -391,7 +392,7 @@ fn memory_growth(finished: &Finished) -> Value {
         let values: Vec<f64> = samples
             .iter()
             .filter(|s| s.t >= from && s.t < to)
-            .filter_map(|s| s.mb.get(program).copied())
+            .filter_map(|s| s.values.get(program).copied())
             .collect();
         values.iter().sum::<f64>() / values.len().max(1) as f64
     };

@@ -13,6 +13,7 @@ use crate::Args;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a scenario asks of its tenant's endpoints.
@@ -43,6 +44,7 @@ pub struct Session {
     processes: ProcessSampler,
     lag: Option<LagSampler>,
     drain_timeout: Duration,
+    window: usize,
 }
 
 pub struct Finished {
@@ -60,14 +62,22 @@ pub struct Finished {
 
 impl Session {
     pub async fn open(args: &Args, client: &reqwest::Client, endpoints: Endpoints) -> Result<Self> {
-        let receiver = Receiver::start(endpoints.count, 1 << 16).await?;
+        let undelivered = Arc::new(tokio::sync::Semaphore::new(0));
+        let receiver = Receiver::start(
+            endpoints.count,
+            endpoints.counted,
+            undelivered.clone(),
+            1 << 16,
+        )
+        .await?;
         let api_key = create_tenant(client, args).await?;
         create_endpoints(client, args, &api_key, &receiver, &endpoints).await?;
         let ingest = Ingest::new(
             client.clone(),
             &args.herald,
             api_key,
-            endpoints.routing,
+            &endpoints,
+            undelivered,
             args.payload_bytes,
         );
         let lag = match args.servers() {
@@ -83,6 +93,7 @@ impl Session {
             processes: ProcessSampler::start(),
             lag,
             drain_timeout: Duration::from_secs(args.drain_timeout),
+            window: args.window,
         })
     }
 
@@ -108,7 +119,10 @@ impl Session {
     }
 
     pub async fn closed_loop(&mut self, name: &str, concurrency: usize, seconds: f64) {
-        eprintln!("  {name}: closed loop, {concurrency} in flight for {seconds:.0} s");
+        eprintln!(
+            "  {name}: closed loop, {concurrency} requests and {} events in flight for {seconds:.0} s",
+            self.window
+        );
         self.closed(name, concurrency, Duration::from_secs_f64(seconds), None)
             .await;
     }
@@ -128,7 +142,9 @@ impl Session {
         limit: Option<u64>,
     ) {
         let from = self.now();
-        self.ingest.closed_loop(concurrency, duration, limit).await;
+        self.ingest
+            .closed_loop(concurrency, self.window, duration, limit)
+            .await;
         self.phases.push(Phase {
             name: name.to_owned(),
             offered_events_per_sec: None,
