@@ -19,6 +19,8 @@ use tokio_util::task::TaskTracker;
 /// behind is late, and the lateness is counted because latencies start at the due time).
 const OPEN_LOOP_IN_FLIGHT: usize = 4_096;
 
+const SHARDS: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct SentEvent {
     pub index: u64,
@@ -76,7 +78,8 @@ pub struct Ingest {
     undelivered: Arc<Semaphore>,
     padding: Arc<str>,
     next_index: Arc<AtomicU64>,
-    sent: Arc<Mutex<Vec<SentEvent>>>,
+    /// Sharded by index, for the reason the receiver's ledger is.
+    sent: Arc<Vec<Mutex<Vec<SentEvent>>>>,
     tracker: TaskTracker,
 }
 
@@ -99,7 +102,7 @@ impl Ingest {
             undelivered,
             padding: "x".repeat(payload_bytes.saturating_sub(60)).into(),
             next_index: Arc::new(AtomicU64::new(0)),
-            sent: Arc::new(Mutex::new(Vec::new())),
+            sent: Arc::new((0..SHARDS).map(|_| Mutex::new(Vec::new())).collect()),
             tracker: TaskTracker::new(),
         }
     }
@@ -167,11 +170,12 @@ impl Ingest {
     pub async fn finish(&self) -> Vec<SentEvent> {
         self.tracker.close();
         self.tracker.wait().await;
-        let mut sent = self
-            .sent
-            .lock()
-            .map(|mut sent| std::mem::take(&mut *sent))
-            .unwrap_or_default();
+        let mut sent = Vec::new();
+        for shard in self.sent.iter() {
+            if let Ok(mut shard) = shard.lock() {
+                sent.append(&mut shard);
+            }
+        }
         sent.sort_by_key(|event| event.index);
         sent
     }
@@ -207,7 +211,7 @@ impl Ingest {
             Ok(_) | Err(_) => None,
         };
         let accepted = event_id.is_some();
-        if let Ok(mut sent) = self.sent.lock() {
+        if let Ok(mut sent) = self.sent[index as usize % SHARDS].lock() {
             sent.push(SentEvent {
                 index,
                 due,

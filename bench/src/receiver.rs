@@ -39,7 +39,9 @@ pub struct Receiver {
 struct ReceiverState {
     behaviours: Vec<AtomicU8>,
     /// (endpoint index, webhook-id) → first arrival at an accepting endpoint.
-    arrivals: Mutex<HashMap<(u32, String), Instant>>,
+    /// Sharded: a map of millions of entries doubling under one lock stalled every arrival
+    /// for long enough to show as a latency spike of Herald's.
+    arrivals: Vec<Mutex<HashMap<(u32, String), Instant>>>,
     /// First arrivals per endpoint, to watch the drain without walking the ledger.
     first_arrivals: Vec<AtomicU64>,
     /// Counted endpoints (a first arrival there gives a permit back to `undelivered`).
@@ -59,7 +61,9 @@ impl Receiver {
     ) -> Result<Self> {
         let state = Arc::new(ReceiverState {
             behaviours: (0..endpoints).map(|_| AtomicU8::new(0)).collect(),
-            arrivals: Mutex::new(HashMap::with_capacity(expected_arrivals)),
+            arrivals: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(expected_arrivals / SHARDS)))
+                .collect(),
             first_arrivals: (0..endpoints).map(|_| AtomicU64::new(0)).collect(),
             counted,
             undelivered,
@@ -103,12 +107,25 @@ impl Receiver {
 
     /// Takes the ledger of first arrivals (the receiver keeps counting duplicates).
     pub fn take_arrivals(&self) -> HashMap<(u32, String), Instant> {
-        self.state
-            .arrivals
-            .lock()
-            .map(|mut map| std::mem::take(&mut *map))
-            .unwrap_or_default()
+        let mut all = HashMap::new();
+        for shard in &self.state.arrivals {
+            if let Ok(mut shard) = shard.lock() {
+                all.extend(shard.drain());
+            }
+        }
+        all
     }
+}
+
+const SHARDS: usize = 64;
+
+fn shard_of(id: &str) -> usize {
+    // Event ids are UUIDv7: their last characters are random.
+    id.bytes()
+        .rev()
+        .take(2)
+        .fold(0usize, |hash, byte| hash * 31 + byte as usize)
+        % SHARDS
 }
 
 async fn arrive(
@@ -140,7 +157,7 @@ async fn arrive(
     else {
         return StatusCode::BAD_REQUEST;
     };
-    if let Ok(mut arrivals) = state.arrivals.lock() {
+    if let Ok(mut arrivals) = state.arrivals[shard_of(id)].lock() {
         match arrivals.entry((endpoint, id.to_owned())) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 state.duplicates.fetch_add(1, Ordering::Relaxed);
