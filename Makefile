@@ -24,7 +24,7 @@ test: stack
 	BENCH_BIN_DIR=target/debug bench/run.sh quick
 
 ## Benchmarks (bench/run.sh, docs/PERFORMANCE.md): SCENARIO=<name> runs one (default: every
-## scenario, in order, about 40 minutes), DURATION=<s> overrides its length. Each writes
+## scenario, in order, about 35 minutes), DURATION=<s> overrides its length. Each writes
 ## bench/results/<scenario>.json and PNG plots beside it.
 bench: stack
 	bench/run.sh $(if $(DURATION),--duration $(DURATION)) $(SCENARIO)

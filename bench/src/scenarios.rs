@@ -134,11 +134,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         Scenario::History => history(args, client, seconds).await?,
         Scenario::Replay => replay(args, client).await?,
     };
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let load = Window {
         from: finished.phases.first().map_or(0.0, |p| p.window.from),
         to: finished.phases.last().map_or(0.0, |p| p.window.to),
@@ -203,11 +199,7 @@ async fn max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
     let mut probe = Session::open(args, client, one_endpoint()).await?;
     probe.closed_loop("probe", args.concurrency, 15.0).await;
     let finished = probe.finish().await?;
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let rate = run
         .measure(
             Window {
@@ -254,11 +246,7 @@ async fn efficiency(args: &Args, client: &reqwest::Client, seconds: f64) -> Resu
             .await;
     }
     let finished = session.finish().await?;
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let measured: Vec<(Measured, Value)> = (0..shares.len())
         .map(|index| step(&run, &finished, index, 2.0, &|_| true))
         .collect();
@@ -293,11 +281,7 @@ async fn failing(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<
         .open_loop("2 of 10 failing (500, no answer)", rate, seconds / 2.0)
         .await;
     let finished = session.finish().await?;
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let healthy = |delivery: &Delivery| delivery.endpoint >= 2;
     let (before, before_value) = step(&run, &finished, 0, 3.0, &healthy);
     let (after, after_value) = step(&run, &finished, 1, 3.0, &healthy);
@@ -336,11 +320,7 @@ async fn burst(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<Ou
         )
         .await;
     let finished = session.finish().await?;
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let (baseline, baseline_value) = step(&run, &finished, 0, 3.0, &|_| true);
     let (bursting, burst_value) = step(&run, &finished, 1, 0.0, &|_| true);
     let (_, after_value) = step(&run, &finished, 2, 0.0, &|_| true);
@@ -381,11 +361,7 @@ async fn burst(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<Ou
 /// Memory growth of each process between the first and the last minute of a long run, per
 /// delivery in between.
 fn memory_growth(finished: &Finished) -> Value {
-    let run = Run {
-        origin: finished.origin,
-        account: &finished.account,
-        snapshots: &finished.snapshots,
-    };
+    let run = finished.run();
     let samples = run.memory_timeline();
     let end = samples.last().map_or(0.0, |s| s.t);
     let mean = |program: &str, from: f64, to: f64| {

@@ -8,7 +8,7 @@ use crate::load::{Ingest, Routing};
 use crate::processes::{ProcessSampler, Snapshot};
 use crate::projection_lag::{LagSample, LagSampler};
 use crate::receiver::Receiver;
-use crate::report::{round2, Window};
+use crate::report::{round2, Run, Window};
 use crate::Args;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -58,6 +58,16 @@ pub struct Finished {
     pub endpoints: usize,
     /// Requests the receiver answered with a failure or not at all, as told.
     pub refused: u64,
+}
+
+impl Finished {
+    pub fn run(&self) -> Run<'_> {
+        Run {
+            origin: self.origin,
+            account: &self.account,
+            snapshots: &self.snapshots,
+        }
+    }
 }
 
 impl Session {
