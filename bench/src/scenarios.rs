@@ -182,16 +182,18 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     }))
 }
 
+/// The maximum the last `max` run measured, if its result is in the results directory.
+fn recorded_max(args: &Args) -> Option<f64> {
+    let bytes = std::fs::read(args.results_dir.join("max.json")).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok()?["deliveries_per_sec"].as_f64()
+}
+
 /// Deliveries/s taken as the maximum: `--max-rate`, else `max.json`, else a 15 s probe.
 async fn max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
     if let Some(rate) = args.max_rate {
         return Ok(rate);
     }
-    let recorded = std::fs::read(args.results_dir.join("max.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|max| max["deliveries_per_sec"].as_f64());
-    if let Some(rate) = recorded {
+    if let Some(rate) = recorded_max(args) {
         eprintln!("  max: {rate:.0} deliveries/s (from max.json)");
         return Ok(rate);
     }
@@ -417,10 +419,7 @@ async fn history(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<
         "  history: {} events in {fill_seconds:.0} s (ledger balanced: {})",
         filled.account.ledger.accepted, filled.account.ledger.balanced
     );
-    let fresh = std::fs::read(args.results_dir.join("max.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|max| max["deliveries_per_sec"].as_f64());
+    let fresh = recorded_max(args);
     let mut session = Session::open(args, client, one_endpoint()).await?;
     session
         .closed_loop("closed loop on history", args.concurrency, seconds)
