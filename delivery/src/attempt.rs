@@ -149,9 +149,11 @@ impl AttemptRunner {
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
             retry_budget: RetryBudget::new(config.retry_budget_per_minute),
+            // Half the first-attempt consumer's pending limit, so that deliveries queued for
+            // busy endpoints leave the other half of the log's window to everyone else.
             per_endpoint: EndpointConcurrency::new(
                 config.max_in_flight_per_endpoint,
-                config.max_in_flight,
+                config.max_in_flight * 2,
             ),
             breakers: EndpointBreakers::new(config.breaker_policy()),
             rate_limits: Default::default(),

@@ -4,10 +4,15 @@
 //!
 //! A delivery waiting for a slot holds its log message unacknowledged, and the first-attempt
 //! consumer stops handing out messages once too many are unacknowledged: a slow endpoint
-//! whose deliveries all waited here would stall every other endpoint. So only a bounded
-//! number may wait (per endpoint, and in all); past that the endpoint is *busy* and the
-//! delivery is deferred through the retry queue to when a slot should be free, estimated from
-//! how long the endpoint's requests take.
+//! whose deliveries all waited here would stall every other endpoint. So how many may wait is
+//! bounded by how long they would wait: an endpoint that answers steadily may queue about a
+//! second of its own measured pace in memory (at least as many deliveries as it has slots),
+//! one that has not answered lately only as many as it has slots, and all endpoints together
+//! at most a bound of the process. Past that the endpoint is *busy* and the delivery is
+//! deferred through the retry queue to when a slot should be free, estimated from how long the
+//! endpoint's requests take, but never further ahead than a few seconds: a pace measured while
+//! the machine was overloaded must not hold deliveries back long after it recovered
+//! (ADR 0024).
 
 use herald_schemas::EndpointId;
 use std::collections::HashMap;
@@ -20,12 +25,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const ASSUMED_REQUEST: Duration = Duration::from_millis(100);
 /// A deferred delivery comes back no sooner than this.
 const MIN_DEFERRAL: Duration = Duration::from_millis(200);
+/// How long, at the endpoint's measured pace, the deliveries waiting for it in memory may
+/// take to get a slot.
+const QUEUED_WAIT: Duration = Duration::from_secs(1);
+/// An endpoint with no request finished for this long may queue only as many deliveries as
+/// it has slots: its measured pace may be stale (it may have started hanging).
+const ANSWERING_WITHIN: Duration = Duration::from_millis(100);
+/// The furthest ahead a busy endpoint's deliveries are deferred; past it, the deferrals of a
+/// long queue are spread over the second half of this horizon and come back to measure again.
+const DEFERRAL_HORIZON: Duration = Duration::from_secs(10);
 
 pub struct EndpointConcurrency {
     per_endpoint: usize,
-    /// Deliveries that may wait in memory for a slot, per endpoint and in all.
-    waiting_per_endpoint: usize,
+    /// Deliveries that may wait in memory for a slot, in all.
     waiting_in_all: usize,
+    /// When this was made: slots record when they were released as microseconds since.
+    epoch: Instant,
     waiting: Arc<AtomicUsize>,
     endpoints: Mutex<HashMap<EndpointId, Arc<EndpointSlots>>>,
 }
@@ -35,6 +50,8 @@ struct EndpointSlots {
     waiting: AtomicUsize,
     /// Moving average of how long a slot is held, in microseconds.
     held_micros: AtomicU64,
+    /// When a slot was last given back, in microseconds since the epoch (0: never).
+    released_at_micros: AtomicU64,
     /// When the last delivery deferred for being busy was told to come back.
     next_slot: Mutex<Instant>,
 }
@@ -43,12 +60,14 @@ struct EndpointSlots {
 pub struct EndpointSlot {
     _permit: OwnedSemaphorePermit,
     taken_at: Instant,
+    epoch: Instant,
     slots: Arc<EndpointSlots>,
 }
 
 impl Drop for EndpointSlot {
     fn drop(&mut self) {
-        let held = self.taken_at.elapsed().as_micros().min(u64::MAX as u128) as u64;
+        // At least 1: 0 stands for "never measured".
+        let held = (self.taken_at.elapsed().as_micros().min(u64::MAX as u128) as u64).max(1);
         let average = self.slots.held_micros.load(Ordering::Relaxed);
         // An exponential moving average over about the last eight requests.
         let updated = if average == 0 {
@@ -57,7 +76,14 @@ impl Drop for EndpointSlot {
             average - average / 8 + held / 8
         };
         self.slots.held_micros.store(updated, Ordering::Relaxed);
+        self.slots
+            .released_at_micros
+            .store(micros_since(self.epoch).max(1), Ordering::Relaxed);
     }
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros().min(u64::MAX as u128) as u64
 }
 
 /// The endpoint is busy: try again after this long.
@@ -71,8 +97,8 @@ impl EndpointConcurrency {
         let per_endpoint = per_endpoint.max(1);
         Self {
             per_endpoint,
-            waiting_per_endpoint: per_endpoint,
             waiting_in_all: waiting_in_all.max(1),
+            epoch: Instant::now(),
             waiting: Arc::new(AtomicUsize::new(0)),
             endpoints: Mutex::new(HashMap::new()),
         }
@@ -82,12 +108,12 @@ impl EndpointConcurrency {
     pub async fn acquire(&self, endpoint_id: EndpointId) -> Result<EndpointSlot, Busy> {
         let slots = self.slots(endpoint_id);
         if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
-            return Ok(slot(permit, slots));
+            return Ok(self.slot(permit, slots));
         }
         let waiting_here = slots.waiting.fetch_add(1, Ordering::AcqRel);
         let waiting_in_all = self.waiting.fetch_add(1, Ordering::AcqRel);
         let waiting = Waiting([&slots.waiting, &self.waiting]);
-        if waiting_here >= self.waiting_per_endpoint || waiting_in_all >= self.waiting_in_all {
+        if waiting_here >= self.may_wait(&slots) || waiting_in_all >= self.waiting_in_all {
             return Err(Busy {
                 retry_in: self.next_slot(&slots),
             });
@@ -95,7 +121,7 @@ impl EndpointConcurrency {
         let permit = slots.semaphore.clone().acquire_owned().await;
         drop(waiting);
         match permit {
-            Ok(permit) => Ok(slot(permit, slots)),
+            Ok(permit) => Ok(self.slot(permit, slots)),
             Err(_) => Err(Busy {
                 retry_in: MIN_DEFERRAL,
             }),
@@ -107,7 +133,32 @@ impl EndpointConcurrency {
     pub async fn acquire_waiting(&self, endpoint_id: EndpointId) -> Option<EndpointSlot> {
         let slots = self.slots(endpoint_id);
         let permit = slots.semaphore.clone().acquire_owned().await.ok()?;
-        Some(slot(permit, slots))
+        Some(self.slot(permit, slots))
+    }
+
+    /// How many deliveries may wait in memory for this endpoint: about [`QUEUED_WAIT`] of
+    /// its measured pace while it answers, never fewer than it has slots.
+    fn may_wait(&self, slots: &EndpointSlots) -> usize {
+        let released_at = slots.released_at_micros.load(Ordering::Relaxed);
+        let held = slots.held_micros.load(Ordering::Relaxed);
+        let answering = released_at > 0
+            && micros_since(self.epoch).saturating_sub(released_at)
+                <= ANSWERING_WITHIN.as_micros() as u64;
+        if !answering || held == 0 {
+            return self.per_endpoint;
+        }
+        let per_second = self.per_endpoint as u128 * 1_000_000 / held.max(1) as u128;
+        let in_queued_wait = per_second * QUEUED_WAIT.as_millis() / 1_000;
+        (in_queued_wait.min(usize::MAX as u128) as usize).max(self.per_endpoint)
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit, slots: Arc<EndpointSlots>) -> EndpointSlot {
+        EndpointSlot {
+            _permit: permit,
+            taken_at: Instant::now(),
+            epoch: self.epoch,
+            slots,
+        }
     }
 
     fn slots(&self, endpoint_id: EndpointId) -> Arc<EndpointSlots> {
@@ -129,6 +180,7 @@ impl EndpointConcurrency {
                     semaphore: Arc::new(Semaphore::new(self.per_endpoint)),
                     waiting: AtomicUsize::new(0),
                     held_micros: AtomicU64::new(0),
+                    released_at_micros: AtomicU64::new(0),
                     next_slot: Mutex::new(Instant::now()),
                 })
             })
@@ -136,7 +188,8 @@ impl EndpointConcurrency {
     }
 
     /// Spreads busy deliveries over the time the endpoint needs to take them: each one is
-    /// given the next free place in a queue that drains at the endpoint's measured pace.
+    /// given the next free place in a queue that drains at the endpoint's measured pace, up
+    /// to [`DEFERRAL_HORIZON`]; past it, a random moment in the horizon's second half.
     fn next_slot(&self, slots: &EndpointSlots) -> Duration {
         let held = match slots.held_micros.load(Ordering::Relaxed) {
             0 => ASSUMED_REQUEST,
@@ -148,16 +201,13 @@ impl EndpointConcurrency {
             .next_slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *next = (*next).max(now + held.max(MIN_DEFERRAL)) + spacing;
-        *next - now
-    }
-}
-
-fn slot(permit: OwnedSemaphorePermit, slots: Arc<EndpointSlots>) -> EndpointSlot {
-    EndpointSlot {
-        _permit: permit,
-        taken_at: Instant::now(),
-        slots,
+        let queued = (*next).max(now + held.max(MIN_DEFERRAL)) + spacing;
+        if queued - now <= DEFERRAL_HORIZON {
+            *next = queued;
+            return queued - now;
+        }
+        *next = now + DEFERRAL_HORIZON;
+        DEFERRAL_HORIZON.mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
 }
 
@@ -257,5 +307,84 @@ mod tests {
         for waiter in waiters {
             waiter.abort();
         }
+    }
+
+    /// Holds every slot of `endpoint` until the returned guards are dropped.
+    async fn fill(limits: &EndpointConcurrency, endpoint: EndpointId) -> Vec<EndpointSlot> {
+        let mut held = Vec::new();
+        for _ in 0..limits.per_endpoint {
+            held.push(limits.acquire(endpoint).await.expect("a free slot"));
+        }
+        held
+    }
+
+    async fn waiters(
+        limits: &Arc<EndpointConcurrency>,
+        endpoint: EndpointId,
+        count: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), Busy>>> {
+        let before = limits.waiting.load(Ordering::Acquire);
+        let handles = (0..count)
+            .map(|_| {
+                let limits = limits.clone();
+                tokio::spawn(async move { limits.acquire(endpoint).await.map(|_| ()) })
+            })
+            .collect();
+        while limits.waiting.load(Ordering::Acquire) < before + count {
+            tokio::task::yield_now().await;
+        }
+        handles
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_answers_fast_queues_a_second_of_its_pace_not_only_its_slots() {
+        let limits = Arc::new(EndpointConcurrency::new(2, 1_000));
+        let fast = EndpointId::generate();
+        // Requests of about 10 ms: two slots take about 200 a second.
+        for _ in 0..8 {
+            let slot = limits.acquire(fast).await.expect("a free slot");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(slot);
+        }
+        let may_wait = limits.may_wait(&limits.slots(fast));
+        assert!((100..=200).contains(&may_wait), "{may_wait}");
+        let _held = fill(&limits, fast).await;
+        let queued = waiters(&limits, fast, may_wait - 1).await;
+        assert_eq!(limits.waiting.load(Ordering::Acquire), may_wait - 1);
+        for waiter in queued {
+            waiter.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_stopped_answering_queues_only_as_many_as_its_slots() {
+        let limits = Arc::new(EndpointConcurrency::new(2, 1_000));
+        let stalled = EndpointId::generate();
+        drop(limits.acquire(stalled).await);
+        assert!(limits.may_wait(&limits.slots(stalled)) > 2);
+        let _held = fill(&limits, stalled).await;
+        // Nothing finished since: after `ANSWERING_WITHIN` its fast pace is not trusted.
+        tokio::time::sleep(ANSWERING_WITHIN + Duration::from_millis(20)).await;
+        assert_eq!(limits.may_wait(&limits.slots(stalled)), 2);
+        let queued = waiters(&limits, stalled, 2).await;
+        assert!(limits.acquire(stalled).await.is_err());
+        for waiter in queued {
+            waiter.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn deferrals_never_go_past_the_horizon_however_long_the_queue() {
+        let limits = EndpointConcurrency::new(1, 1_000);
+        let slow = EndpointId::generate();
+        let slots = limits.slots(slow);
+        // A pace measured under overload: 2 s a request.
+        slots.held_micros.store(2_000_000, Ordering::Relaxed);
+        let deferrals: Vec<_> = (0..100).map(|_| limits.next_slot(&slots)).collect();
+        assert!(deferrals[0] >= Duration::from_secs(2));
+        assert!(deferrals.iter().all(|wait| *wait <= DEFERRAL_HORIZON));
+        assert!(deferrals[10..]
+            .iter()
+            .all(|wait| *wait >= DEFERRAL_HORIZON / 2));
     }
 }
