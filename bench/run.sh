@@ -13,7 +13,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ALL=(max fanout10 efficiency saturated failing burst soak history replay)
+ALL=(max fanout10 efficiency saturated overload failing burst soak history replay)
 duration=()
 scenarios=()
 while [[ $# -gt 0 ]]; do

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 #[derive(Parser, Debug)]
 pub struct Args {
-    /// One of: quick, max, fanout10, efficiency, saturated, failing, burst, soak, history,
-    /// replay.
+    /// One of: quick, max, fanout10, efficiency, saturated, overload, failing, burst, soak,
+    /// history, replay.
     #[arg(long)]
     scenario: scenarios::Scenario,
     /// Seconds of load (each scenario has its own default).

@@ -7,7 +7,11 @@
 //! - `fanout10`: the same with every event going to 10 endpoints.
 //! - `efficiency`: open loop at 10, 25, 50, 75 and 100 % of max: CPU per delivery and
 //!   latency at each load (light-load p50, half-max p99).
-//! - `saturated`: 150 % of max offered: does ingest still answer quickly?
+//! - `saturated`: every event to 10 endpoints at 150 % of `fanout10`'s maximum: delivery is
+//!   saturated while ingest (a tenth of the deliveries) is well within its capacity: does
+//!   ingest still answer quickly, and does delivery keep its pace?
+//! - `overload`: 150 % of max offered to one endpoint: ingest and delivery together exceed the
+//!   machine; how much is still delivered meanwhile, and how long until the backlog is gone.
 //! - `failing`: 10 endpoints at half of max; halfway, one starts answering 500 and one stops
 //!   answering: how much do the 8 healthy ones notice?
 //! - `burst`: 1 000 endpoints at 20 % of max, then 5 s at ten times that: no loss, and how
@@ -34,6 +38,7 @@ pub enum Scenario {
     Fanout10,
     Efficiency,
     Saturated,
+    Overload,
     Failing,
     Burst,
     Soak,
@@ -49,6 +54,7 @@ impl Scenario {
             Self::Fanout10 => "fanout10",
             Self::Efficiency => "efficiency",
             Self::Saturated => "saturated",
+            Self::Overload => "overload",
             Self::Failing => "failing",
             Self::Burst => "burst",
             Self::Soak => "soak",
@@ -61,7 +67,7 @@ impl Scenario {
         match self {
             Self::Quick => 5.0,
             Self::Efficiency => 100.0,
-            Self::Saturated => 30.0,
+            Self::Saturated | Self::Overload => 30.0,
             Self::Soak => 600.0,
             _ => 60.0,
         }
@@ -96,18 +102,26 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
             (session.finish().await?, Vec::new(), json!({}))
         }
         Scenario::Fanout10 => {
-            let endpoints = Endpoints {
-                count: 10,
-                ..one_endpoint()
-            };
-            let mut session = Session::open(args, client, endpoints).await?;
+            let mut session = Session::open(args, client, ten_endpoints()).await?;
             session
-                .closed_loop("closed loop", (args.concurrency / 4).max(8), seconds)
+                .closed_loop("closed loop", fanout10_concurrency(args), seconds)
                 .await;
             (session.finish().await?, Vec::new(), json!({}))
         }
         Scenario::Efficiency => efficiency(args, client, seconds).await?,
         Scenario::Saturated => {
+            let max = fanout10_max_rate(args, client).await?;
+            let mut session = Session::open(args, client, ten_endpoints()).await?;
+            session
+                .open_loop("150 % of fanout10's max", 1.5 * max / 10.0, seconds)
+                .await;
+            (
+                session.finish().await?,
+                Vec::new(),
+                json!({ "fanout10_max_rate": max }),
+            )
+        }
+        Scenario::Overload => {
             let max = max_rate(args, client).await?;
             let mut session = Session::open(args, client, one_endpoint()).await?;
             session.open_loop("150 % of max", 1.5 * max, seconds).await;
@@ -183,9 +197,56 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
 }
 
 /// The maximum the last `max` run measured, if its result is in the results directory.
+fn ten_endpoints() -> Endpoints {
+    Endpoints {
+        count: 10,
+        ..one_endpoint()
+    }
+}
+
+fn fanout10_concurrency(args: &Args) -> usize {
+    (args.concurrency / 4).max(8)
+}
+
 fn recorded_max(args: &Args) -> Option<f64> {
-    let bytes = std::fs::read(args.results_dir.join("max.json")).ok()?;
+    recorded_rate(args, Scenario::Max)
+}
+
+/// The deliveries/s a scenario measured in its last run, from its result file.
+fn recorded_rate(args: &Args, scenario: Scenario) -> Option<f64> {
+    let file = args.results_dir.join(format!("{}.json", scenario.name()));
+    let bytes = std::fs::read(file).ok()?;
     serde_json::from_slice::<Value>(&bytes).ok()?["deliveries_per_sec"].as_f64()
+}
+
+/// Deliveries/s taken as the maximum with fan-out 10: `fanout10.json`, else a 15 s probe.
+async fn fanout10_max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
+    if let Some(rate) = recorded_rate(args, Scenario::Fanout10) {
+        eprintln!("  fanout10 max: {rate:.0} deliveries/s (from fanout10.json)");
+        return Ok(rate);
+    }
+    eprintln!("  no fanout10.json: probing the maximum with fan-out 10 for 15 s first");
+    let mut probe = Session::open(args, client, ten_endpoints()).await?;
+    probe
+        .closed_loop("probe", fanout10_concurrency(args), 15.0)
+        .await;
+    let rate = probed_rate(probe.finish().await?);
+    eprintln!("  fanout10 max: {rate:.0} deliveries/s (probed)");
+    Ok(rate)
+}
+
+/// Deliveries/s of a 15 s probe's last 12 s.
+fn probed_rate(finished: Finished) -> f64 {
+    finished
+        .run()
+        .measure(
+            Window {
+                from: 3.0,
+                to: 15.0,
+            },
+            &|_| true,
+        )
+        .deliveries_per_sec
 }
 
 /// Deliveries/s taken as the maximum: `--max-rate`, else `max.json`, else a 15 s probe.
@@ -200,17 +261,7 @@ async fn max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
     eprintln!("  no max.json: probing the maximum for 15 s first");
     let mut probe = Session::open(args, client, one_endpoint()).await?;
     probe.closed_loop("probe", args.concurrency, 15.0).await;
-    let finished = probe.finish().await?;
-    let run = finished.run();
-    let rate = run
-        .measure(
-            Window {
-                from: 3.0,
-                to: 15.0,
-            },
-            &|_| true,
-        )
-        .deliveries_per_sec;
+    let rate = probed_rate(probe.finish().await?);
     eprintln!("  max: {rate:.0} deliveries/s (probed)");
     Ok(rate)
 }
