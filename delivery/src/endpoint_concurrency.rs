@@ -10,9 +10,7 @@
 //! one that has not answered lately only as many as it has slots, and all endpoints together
 //! at most a bound of the process. Past that the endpoint is *busy* and the delivery is
 //! deferred through the retry queue to when a slot should be free, estimated from how long the
-//! endpoint's requests take, but never further ahead than a few seconds: a pace measured while
-//! the machine was overloaded must not hold deliveries back long after it recovered
-//! (ADR 0024).
+//! endpoint's requests take (ADR 0024).
 
 use herald_schemas::EndpointId;
 use std::collections::HashMap;
@@ -31,9 +29,6 @@ const QUEUED_WAIT: Duration = Duration::from_secs(1);
 /// An endpoint with no request finished for this long may queue only as many deliveries as
 /// it has slots: its measured pace may be stale (it may have started hanging).
 const ANSWERING_WITHIN: Duration = Duration::from_millis(100);
-/// The furthest ahead a busy endpoint's deliveries are deferred; past it, the deferrals of a
-/// long queue are spread over the second half of this horizon and come back to measure again.
-const DEFERRAL_HORIZON: Duration = Duration::from_secs(10);
 
 pub struct EndpointConcurrency {
     per_endpoint: usize,
@@ -188,8 +183,7 @@ impl EndpointConcurrency {
     }
 
     /// Spreads busy deliveries over the time the endpoint needs to take them: each one is
-    /// given the next free place in a queue that drains at the endpoint's measured pace, up
-    /// to [`DEFERRAL_HORIZON`]; past it, a random moment in the horizon's second half.
+    /// given the next free place in a queue that drains at the endpoint's measured pace.
     fn next_slot(&self, slots: &EndpointSlots) -> Duration {
         let held = match slots.held_micros.load(Ordering::Relaxed) {
             0 => ASSUMED_REQUEST,
@@ -201,13 +195,8 @@ impl EndpointConcurrency {
             .next_slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let queued = (*next).max(now + held.max(MIN_DEFERRAL)) + spacing;
-        if queued - now <= DEFERRAL_HORIZON {
-            *next = queued;
-            return queued - now;
-        }
-        *next = now + DEFERRAL_HORIZON;
-        DEFERRAL_HORIZON.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+        *next = (*next).max(now + held.max(MIN_DEFERRAL)) + spacing;
+        *next - now
     }
 }
 
@@ -371,20 +360,5 @@ mod tests {
         for waiter in queued {
             waiter.abort();
         }
-    }
-
-    #[tokio::test]
-    async fn deferrals_never_go_past_the_horizon_however_long_the_queue() {
-        let limits = EndpointConcurrency::new(1, 1_000);
-        let slow = EndpointId::generate();
-        let slots = limits.slots(slow);
-        // A pace measured under overload: 2 s a request.
-        slots.held_micros.store(2_000_000, Ordering::Relaxed);
-        let deferrals: Vec<_> = (0..100).map(|_| limits.next_slot(&slots)).collect();
-        assert!(deferrals[0] >= Duration::from_secs(2));
-        assert!(deferrals.iter().all(|wait| *wait <= DEFERRAL_HORIZON));
-        assert!(deferrals[10..]
-            .iter()
-            .all(|wait| *wait >= DEFERRAL_HORIZON / 2));
     }
 }
