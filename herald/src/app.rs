@@ -201,7 +201,36 @@ pub async fn run(
         );
         background.spawn(background_task("delivery service", run));
     }
-    if service.includes(Service::Projector) {
+    if service == Service::All {
+        // On the runtime that also delivers, the projections fell behind by a second every
+        // second once delivery saturated the CPU (docs/PERFORMANCE.md, `saturated`): their
+        // few tasks queued behind thousands of delivery tasks at every await. On threads and
+        // connections of their own, the kernel shares the CPU between them and delivery.
+        let (projector, stack_config, shutdown) = (
+            config.projector.clone(),
+            config.stack.clone(),
+            shutdown.clone(),
+        );
+        let threads = OwnThreads {
+            name: "projector",
+            workers: PROJECTOR_THREADS,
+        };
+        let run = threads.run(move || async move {
+            let stack = Stack::connect_with_pool(&stack_config, PROJECTOR_CONNECTIONS).await?;
+            herald_projector::run(
+                projector,
+                stack.jetstream.clone(),
+                stack.namespace.clone(),
+                stack.pool.clone(),
+                stack.clickhouse.clone(),
+                shutdown,
+            )
+            .await?;
+            stack.nats.flush().await.ok();
+            Ok(())
+        });
+        background.spawn(background_task("projector", run));
+    } else if service.includes(Service::Projector) {
         let run = herald_projector::run(
             config.projector.clone(),
             stack.jetstream.clone(),
@@ -249,6 +278,64 @@ pub async fn run(
     match failure {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Threads of the projector's runtime in `herald all`: it runs two projections, each one
+/// batch at a time.
+const PROJECTOR_THREADS: usize = 1;
+/// Postgres connections of the projector in `herald all`: its projection, checkpoints and
+/// housekeeping use one at a time each.
+const PROJECTOR_CONNECTIONS: u32 = 4;
+
+/// Why a service on threads of its own stopped.
+#[derive(Debug, thiserror::Error)]
+enum OwnThreadsFailed {
+    #[error("its threads could not be started: {0}")]
+    Start(std::io::Error),
+    #[error("its threads ended without an outcome")]
+    Lost,
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    Projector(#[from] herald_projector::ProjectorError),
+}
+
+/// A service's own runtime within `herald all`, so that the kernel, not the order of one
+/// shared task queue, divides the CPU between services.
+struct OwnThreads {
+    name: &'static str,
+    /// 0: as many as the machine has cores.
+    workers: usize,
+}
+
+impl OwnThreads {
+    /// Runs the future `make` returns on the runtime, and resolves to its outcome.
+    fn run<F, Fut>(self, make: F) -> impl Future<Output = Result<(), OwnThreadsFailed>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), OwnThreadsFailed>>,
+    {
+        let (sender, outcome) = tokio::sync::oneshot::channel();
+        let Self { name, workers } = self;
+        let started = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if workers > 0 {
+                    builder.worker_threads(workers);
+                }
+                let runtime = builder.thread_name(name).enable_all().build();
+                let result = match runtime {
+                    Ok(runtime) => runtime.block_on(make()),
+                    Err(error) => Err(OwnThreadsFailed::Start(error)),
+                };
+                let _ = sender.send(result);
+            });
+        async move {
+            started.map_err(OwnThreadsFailed::Start)?;
+            outcome.await.unwrap_or(Err(OwnThreadsFailed::Lost))
+        }
     }
 }
 

@@ -28,6 +28,14 @@ pub enum StackError {
 
 impl Stack {
     pub async fn connect(config: &StackConfig) -> Result<Self, StackError> {
+        Self::connect_with_pool(config, config.database_max_connections).await
+    }
+
+    /// As [`Stack::connect`], with at most `database_connections` Postgres connections.
+    pub async fn connect_with_pool(
+        config: &StackConfig,
+        database_connections: u32,
+    ) -> Result<Self, StackError> {
         let namespace = config.namespace()?;
         // Several URLs are the servers of one cluster: the client connects to any of them and
         // moves to another when its server goes away.
@@ -54,7 +62,7 @@ impl Stack {
         }
         let jetstream = jetstream::new(nats.clone());
         let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections.max(2))
+            .max_connections(database_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
             .connect(&config.database_url)
             .await?;
