@@ -107,6 +107,12 @@ impl Session {
         })
     }
 
+    /// Waits at least `timeout` for the last deliveries: for scenarios that measure how long
+    /// a backlog takes to clear.
+    pub fn drain_for_at_least(&mut self, timeout: Duration) {
+        self.drain_timeout = self.drain_timeout.max(timeout);
+    }
+
     pub fn now(&self) -> f64 {
         self.origin.elapsed().as_secs_f64()
     }
