@@ -6,6 +6,7 @@
 
 mod ledger;
 mod load;
+mod maxima;
 mod processes;
 mod projection_lag;
 mod receiver;

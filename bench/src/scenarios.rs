@@ -23,6 +23,7 @@
 
 use crate::ledger::Delivery;
 use crate::load::Routing;
+use crate::maxima::{fanout10_max_rate, max_rate, recorded_max};
 use crate::receiver::Behaviour;
 use crate::report::{round2, Measured, Quantiles, Run, Window};
 use crate::session::{Endpoints, Finished, Session};
@@ -74,7 +75,7 @@ impl Scenario {
     }
 }
 
-fn one_endpoint() -> Endpoints {
+pub(crate) fn one_endpoint() -> Endpoints {
     Endpoints {
         count: 1,
         routing: Routing::All,
@@ -198,74 +199,15 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     }))
 }
 
-/// The maximum the last `max` run measured, if its result is in the results directory.
-fn ten_endpoints() -> Endpoints {
+pub(crate) fn ten_endpoints() -> Endpoints {
     Endpoints {
         count: 10,
         ..one_endpoint()
     }
 }
 
-fn fanout10_concurrency(args: &Args) -> usize {
+pub(crate) fn fanout10_concurrency(args: &Args) -> usize {
     (args.concurrency / 4).max(8)
-}
-
-fn recorded_max(args: &Args) -> Option<f64> {
-    recorded_rate(args, Scenario::Max)
-}
-
-/// The deliveries/s a scenario measured in its last run, from its result file.
-fn recorded_rate(args: &Args, scenario: Scenario) -> Option<f64> {
-    let file = args.results_dir.join(format!("{}.json", scenario.name()));
-    let bytes = std::fs::read(file).ok()?;
-    serde_json::from_slice::<Value>(&bytes).ok()?["deliveries_per_sec"].as_f64()
-}
-
-/// Deliveries/s taken as the maximum with fan-out 10: `fanout10.json`, else a 15 s probe.
-async fn fanout10_max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
-    if let Some(rate) = recorded_rate(args, Scenario::Fanout10) {
-        eprintln!("  fanout10 max: {rate:.0} deliveries/s (from fanout10.json)");
-        return Ok(rate);
-    }
-    eprintln!("  no fanout10.json: probing the maximum with fan-out 10 for 15 s first");
-    let mut probe = Session::open(args, client, ten_endpoints()).await?;
-    probe
-        .closed_loop("probe", fanout10_concurrency(args), 15.0)
-        .await;
-    let rate = probed_rate(probe.finish().await?);
-    eprintln!("  fanout10 max: {rate:.0} deliveries/s (probed)");
-    Ok(rate)
-}
-
-/// Deliveries/s of a 15 s probe's last 12 s.
-fn probed_rate(finished: Finished) -> f64 {
-    finished
-        .run()
-        .measure(
-            Window {
-                from: 3.0,
-                to: 15.0,
-            },
-            &|_| true,
-        )
-        .deliveries_per_sec
-}
-
-/// Deliveries/s taken as the maximum: `--max-rate`, else `max.json`, else a 15 s probe.
-async fn max_rate(args: &Args, client: &reqwest::Client) -> Result<f64> {
-    if let Some(rate) = args.max_rate {
-        return Ok(rate);
-    }
-    if let Some(rate) = recorded_max(args) {
-        eprintln!("  max: {rate:.0} deliveries/s (from max.json)");
-        return Ok(rate);
-    }
-    eprintln!("  no max.json: probing the maximum for 15 s first");
-    let mut probe = Session::open(args, client, one_endpoint()).await?;
-    probe.closed_loop("probe", args.concurrency, 15.0).await;
-    let rate = probed_rate(probe.finish().await?);
-    eprintln!("  max: {rate:.0} deliveries/s (probed)");
-    Ok(rate)
 }
 
 type Outcome = (Finished, Vec<Value>, Value);
