@@ -36,6 +36,8 @@ export HERALD_LISTEN_ADDR=127.0.0.1:18080
 export HERALD_SECRETS_KEY_FILE="$(scripts/secrets-key.sh)"
 export RUST_LOG=warn
 export BENCH_COMMIT="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+# Streams that test runs left on the server: the scenarios should meet it fresh.
+"$bin/drop_namespace" --test-leftovers || true
 
 herald_pid=""
 run_id=""
