@@ -22,7 +22,6 @@ test: stack
 	$(CARGO) test --workspace --no-fail-fast
 	$(CARGO) build -p herald -p herald-bench --bins
 	BENCH_BIN_DIR=target/debug bench/run.sh quick
-	eval "$$(scripts/stack.sh env)" && target/debug/drop_namespace --test-leftovers
 
 ## Benchmarks (bench/run.sh, docs/PERFORMANCE.md): SCENARIO=<name> runs one (default: every
 ## scenario, in order, about 35 minutes), DURATION=<s> overrides its length. Each writes
