@@ -5,7 +5,7 @@
 //! With `--test-leftovers` it deletes instead every stream that test runs and earlier bench
 //! runs left behind (namespaces `t…`, `p…`, `s…` of eight hex digits, and `bench_…`): a day
 //! of them on a developer's server was 324 streams and 674 MB. `bench/run.sh` runs it before it
-//! starts, so `make test`, which ends with the `quick` scenario, leaves only its last tests'.
+//! starts, so `make test`, which ends with the `quick` scenario, leaves none of its own behind.
 
 use anyhow::{Context, Result};
 use clap::Parser;
