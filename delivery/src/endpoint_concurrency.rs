@@ -142,7 +142,7 @@ impl EndpointConcurrency {
         if !answering || held == 0 {
             return self.per_endpoint;
         }
-        let per_second = self.per_endpoint as u128 * 1_000_000 / held.max(1) as u128;
+        let per_second = self.per_endpoint as u128 * 1_000_000 / held as u128;
         let in_queued_wait = per_second * QUEUED_WAIT.as_millis() / 1_000;
         (in_queued_wait.min(usize::MAX as u128) as usize).max(self.per_endpoint)
     }

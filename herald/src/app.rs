@@ -211,11 +211,7 @@ pub async fn run(
             config.stack.clone(),
             shutdown.clone(),
         );
-        let threads = OwnThreads {
-            name: "projector",
-            workers: PROJECTOR_THREADS,
-        };
-        let run = threads.run(move || async move {
+        let run = on_own_runtime("projector", PROJECTOR_THREADS, move || async move {
             let stack = Stack::connect_with_pool(&stack_config, PROJECTOR_CONNECTIONS).await?;
             herald_projector::run(
                 projector,
@@ -301,41 +297,36 @@ enum OwnThreadsFailed {
     Projector(#[from] herald_projector::ProjectorError),
 }
 
-/// A service's own runtime within `herald all`, so that the kernel, not the order of one
-/// shared task queue, divides the CPU between services.
-struct OwnThreads {
+/// Runs the future `make` returns on a runtime of its own with `workers` threads, so that
+/// within `herald all` the kernel, not the order of one shared task queue, divides the CPU
+/// between services; resolves to its outcome.
+fn on_own_runtime<F, Fut>(
     name: &'static str,
-    /// 0: as many as the machine has cores.
     workers: usize,
-}
-
-impl OwnThreads {
-    /// Runs the future `make` returns on the runtime, and resolves to its outcome.
-    fn run<F, Fut>(self, make: F) -> impl Future<Output = Result<(), OwnThreadsFailed>>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), OwnThreadsFailed>>,
-    {
-        let (sender, outcome) = tokio::sync::oneshot::channel();
-        let Self { name, workers } = self;
-        let started = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                if workers > 0 {
-                    builder.worker_threads(workers);
-                }
-                let runtime = builder.thread_name(name).enable_all().build();
-                let result = match runtime {
-                    Ok(runtime) => runtime.block_on(make()),
-                    Err(error) => Err(OwnThreadsFailed::Start(error)),
-                };
-                let _ = sender.send(result);
-            });
-        async move {
-            started.map_err(OwnThreadsFailed::Start)?;
-            outcome.await.unwrap_or(Err(OwnThreadsFailed::Lost))
-        }
+    make: F,
+) -> impl Future<Output = Result<(), OwnThreadsFailed>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), OwnThreadsFailed>>,
+{
+    let (sender, outcome) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name(name)
+                .enable_all()
+                .build();
+            let result = match runtime {
+                Ok(runtime) => runtime.block_on(make()),
+                Err(error) => Err(OwnThreadsFailed::Start(error)),
+            };
+            let _ = sender.send(result);
+        });
+    async move {
+        started.map_err(OwnThreadsFailed::Start)?;
+        outcome.await.unwrap_or(Err(OwnThreadsFailed::Lost))
     }
 }
 
