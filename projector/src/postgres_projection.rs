@@ -193,6 +193,14 @@ pub async fn apply(
     if last_sequence == checkpoint as u64 {
         return Ok(last_sequence);
     }
+    // Every statement below finds rows by the keys of this batch. Offered a few thousand
+    // keys, the planner's default costs (random_page_cost 4) prefer reading all of `events`
+    // and `deliveries` once to a few thousand index lookups, with statistics or without,
+    // until the tables hold millions of rows: a full scan per batch, growing with every
+    // event (docs/PERFORMANCE.md, third round).
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *transaction)
+        .await?;
     delivery_updates.fold_into_new(&mut new_deliveries, &mut events);
     insert_events(&mut transaction, &events).await?;
     insert_deliveries(&mut transaction, &new_deliveries).await?;
