@@ -139,9 +139,8 @@ async fn handle(state: &CommandState, message: jetstream::Message, shutdown: &Ca
             }
         }
     }
-    if let Err(error) = message.ack().await {
-        tracing::debug!(%error, "ack of a read fact lost; it will be read again");
-    }
+    // Grouped with other writes: a lost acknowledgement only means the fact is read again.
+    state.publisher.ack_grouped(message).await;
 }
 
 /// The operational event a raw log message calls for. Most messages on the attempts subject

@@ -82,6 +82,12 @@ pub trait Sequencing: Sync {
         reason: Option<DeferralReason>,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
 
+    /// Whether the attempt's record may wait a moment to be appended with others
+    /// (`herald_log::grouped_writes`): not where the next delivery waits for it.
+    fn record_may_wait(&self) -> bool {
+        true
+    }
+
     /// Schedules the next attempt the retry policy decided on; runs while the attempt's
     /// record is appended.
     fn schedule_retry(
@@ -420,7 +426,12 @@ impl AttemptRunner {
         );
         let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
         let message = LogMessage::AttemptRecorded(record);
-        let recorded = self.publisher.publish(subject, &message);
+        let recorded = async {
+            match sequencing.record_may_wait() {
+                true => self.publisher.publish_grouped(subject, &message).await,
+                false => self.publisher.publish(subject, &message).await,
+            }
+        };
         match decision.next_attempt_at {
             Some(due_at) => {
                 let scheduled = sequencing.schedule_retry(job, due_at);

@@ -95,7 +95,7 @@ async fn deliver_event(
         results = futures::future::join_all(attempts) => {
             let failures = results.iter().filter(|result| result.is_err()).count();
             if failures == 0 {
-                let _ = message.ack().await;
+                deliveries.publisher().ack_grouped(message).await;
             } else {
                 tracing::warn!(event_id = %event.event_id, failures, "attempts not recorded; event handed back");
                 let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;

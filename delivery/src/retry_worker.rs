@@ -162,10 +162,12 @@ impl RetryWorker {
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
             tokio::select! {
-                acked = worker.attempt(retry, until_due) => {
-                    let kind = if acked { AckKind::Ack } else { AckKind::Nak(Some(Duration::from_secs(1))) };
-                    let _ = message.ack_with(kind).await;
-                }
+                acked = worker.attempt(retry, until_due) => match acked {
+                    true => worker.deliveries.publisher().ack_grouped(message).await,
+                    false => {
+                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    }
+                },
                 () = hard_stop.cancelled() => {
                     let _ = message.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;
                 }

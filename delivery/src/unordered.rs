@@ -31,6 +31,10 @@ impl UnorderedDeliveries {
     pub fn namespace(&self) -> &Namespace {
         self.runner.publisher().namespace()
     }
+
+    pub fn publisher(&self) -> &herald_log::LogPublisher {
+        self.runner.publisher()
+    }
 }
 
 impl Sequencing for UnorderedDeliveries {

@@ -91,7 +91,8 @@ pub async fn run(
     if let Some(vault) = &vault {
         seal_plaintext_secrets(&stack.pool, vault).await?;
     }
-    let publisher = LogPublisher::new(stack.jetstream.clone(), stack.namespace.clone());
+    let publisher = LogPublisher::new(stack.jetstream.clone(), stack.namespace.clone())
+        .with_grouped_writes(std::time::Duration::from_millis(config.stack.log_linger_ms));
     let authenticator = TenantAuthenticator::new(stack.pool.clone());
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -270,6 +271,7 @@ pub async fn run(
             tracing::warn!(%error, "service stopped with an error");
         }
     }
+    publisher.flush_grouped().await;
     stack.nats.flush().await.ok();
     match failure {
         Some(error) => Err(error),

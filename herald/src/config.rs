@@ -30,6 +30,9 @@ pub struct StackConfig {
     /// Days the log keeps a message (0: for ever). At least `HERALD_RETENTION_DAYS`: the
     /// read models are rebuilt from the log, so it must hold what they show.
     pub log_max_age_days: u32,
+    /// Milliseconds attempt records and acknowledgements may wait to be sent to the log
+    /// with others (0: each alone); see `herald_log::grouped_writes`.
+    pub log_linger_ms: u64,
 }
 
 impl Default for StackConfig {
@@ -44,10 +47,13 @@ impl Default for StackConfig {
             listen_addr: "127.0.0.1:8080".to_owned(),
             log_replicas: 1,
             log_max_age_days: 0,
+            log_linger_ms: 5,
         }
     }
 }
 
+/// Longer would keep the log's acknowledgements and the read models waiting for little gain.
+const MAX_LOG_LINGER_MS: u64 = 100;
 /// JetStream keeps at most five copies of a stream.
 pub const MAX_LOG_REPLICAS: usize = 5;
 
@@ -77,6 +83,13 @@ impl StackConfig {
         }
         if self.nats_urls().is_empty() {
             return Err(ConfigError("HERALD_NATS_URL: no URL given".to_owned()));
+        }
+        if self.log_linger_ms > MAX_LOG_LINGER_MS {
+            return Err(ConfigError(format!(
+                "HERALD_LOG_LINGER_MS: at most {MAX_LOG_LINGER_MS} (acknowledgements and the \
+                 projections wait this long), got {}",
+                self.log_linger_ms
+            )));
         }
         Ok(())
     }
@@ -322,6 +335,24 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn log_linger_is_at_most_a_tenth_of_a_second() {
+        let within = StackConfig {
+            log_linger_ms: 100,
+            ..StackConfig::default()
+        };
+        assert!(within.validate().is_ok());
+        let beyond = StackConfig {
+            log_linger_ms: 101,
+            ..StackConfig::default()
+        };
+        let error = beyond.validate().expect_err("101 ms refused");
+        assert!(
+            error.to_string().contains("HERALD_LOG_LINGER_MS"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum LogError {
         name: String,
         source: jetstream::stream::ConsumerError,
     },
+    #[error(transparent)]
+    WriterStopped(#[from] grouped_writes::WriterStopped),
 }
 
 impl LogError {
@@ -47,11 +49,13 @@ impl LogError {
                 source.kind(),
                 ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request
             ),
+            Self::WriterStopped(_) => true,
         }
     }
 }
 
 pub mod event_reader;
+pub mod grouped_writes;
 pub mod outbox;
 
 /// Appends messages to the log.
@@ -59,6 +63,7 @@ pub mod outbox;
 pub struct LogPublisher {
     jetstream: jetstream::Context,
     namespace: Namespace,
+    grouped: Option<grouped_writes::GroupedWrites>,
 }
 
 impl LogPublisher {
@@ -66,6 +71,49 @@ impl LogPublisher {
         Self {
             jetstream,
             namespace,
+            grouped: None,
+        }
+    }
+
+    /// Sends the writes of [`publish_grouped`](Self::publish_grouped) and
+    /// [`ack_grouped`](Self::ack_grouped) in groups held up to `linger` (none if zero); starts
+    /// the task that sends them on the current runtime.
+    pub fn with_grouped_writes(self, linger: Duration) -> Self {
+        let grouped = (!linger.is_zero())
+            .then(|| grouped_writes::GroupedWrites::start(self.jetstream.clone(), linger));
+        Self { grouped, ..self }
+    }
+
+    /// Like [`publish`](Self::publish), sent with other writes nobody waits on at once
+    /// (`grouped_writes`): for records whose appending only holds up an acknowledgement.
+    pub async fn publish_grouped(
+        &self,
+        subject: String,
+        message: &LogMessage,
+    ) -> Result<u64, LogError> {
+        match &self.grouped {
+            Some(grouped) => grouped.append(subject, message.encode()).await,
+            None => self.publish(subject, message).await,
+        }
+    }
+
+    /// Acknowledges a message read from a consumer, with the grouped writes.
+    pub async fn ack_grouped(&self, message: jetstream::Message) {
+        match &self.grouped {
+            Some(grouped) => grouped.ack(message).await,
+            None => {
+                if let Err(error) = message.ack().await {
+                    tracing::debug!(%error, "acknowledgement lost; the message comes again");
+                }
+            }
+        }
+    }
+
+    /// Hands every grouped write queued so far to the connection (before it is flushed and
+    /// closed on shutdown).
+    pub async fn flush_grouped(&self) {
+        if let Some(grouped) = &self.grouped {
+            grouped.flush().await;
         }
     }
 

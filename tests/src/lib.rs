@@ -76,6 +76,7 @@ pub fn start_with(configure: impl FnOnce(&mut HeraldConfig)) -> Result<TestHeral
         listen_addr: "127.0.0.1:0".to_owned(),
         log_replicas: defaults.log_replicas,
         log_max_age_days: defaults.log_max_age_days,
+        log_linger_ms: defaults.log_linger_ms,
     };
     let mut config = HeraldConfig {
         stack,

@@ -43,6 +43,12 @@ impl Sequencing for InLane {
         false
     }
 
+    /// The lane's next delivery waits for this one's record: held for a group, every
+    /// delivery of an ordered endpoint would take that much longer.
+    fn record_may_wait(&self) -> bool {
+        false
+    }
+
     /// Waits for the slot: a deferral would let the next delivery overtake this one.
     async fn endpoint_slot(
         &self,
