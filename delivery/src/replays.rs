@@ -68,7 +68,8 @@ async fn schedule(
     replay: &ReplayRequested,
 ) -> Result<(), herald_log::LogError> {
     let due_at = Utc::now();
-    for delivery in &replay.deliveries {
+    // All at once: each schedule is held for a group of log writes.
+    futures::future::try_join_all(replay.deliveries.iter().map(|delivery| async move {
         retries
             .schedule(&RetryDue {
                 event_id: replay.event_id,
@@ -78,8 +79,9 @@ async fn schedule(
                 attempt_number: delivery.attempt_number,
                 due_at,
             })
-            .await?;
-    }
+            .await
+    }))
+    .await?;
     tracing::info!(event_id = %replay.event_id, deliveries = replay.deliveries.len(), "replay scheduled");
     Ok(())
 }

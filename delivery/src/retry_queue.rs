@@ -82,8 +82,9 @@ impl RetryScheduler {
             .publisher
             .namespace()
             .retry_subject(tier_for(wait).name);
+        // Grouped: what waits for it is only the acknowledgement of the message it replaces.
         self.publisher
-            .publish(subject, &LogMessage::RetryDue(retry.clone()))
+            .publish_grouped(subject, &LogMessage::RetryDue(retry.clone()))
             .await
             .map(|_| ())
     }

@@ -204,7 +204,7 @@ impl RetryWorker {
     async fn load_event(&self, sequence: u64) -> Result<EventAccepted, EventUnreadable> {
         let stored = self
             .log_stream
-            .get_raw_message(sequence)
+            .direct_get(sequence)
             .await
             .map_err(|error| EventUnreadable::Read(Box::new(error)))?;
         match LogMessage::decode(&stored.payload)? {

@@ -86,7 +86,12 @@ impl Sequencing for UnorderedDeliveries {
         });
         let publisher = self.runner.publisher();
         let subject = publisher.namespace().attempt_subject(event.tenant_id);
-        let recorded = async { publisher.publish(subject, &deferred).await.map(|_| ()) };
+        let recorded = async {
+            publisher
+                .publish_grouped(subject, &deferred)
+                .await
+                .map(|_| ())
+        };
         let (scheduled, recorded) = tokio::join!(scheduled, recorded);
         scheduled?;
         recorded

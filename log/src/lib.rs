@@ -387,6 +387,9 @@ pub async fn ensure_streams(
         duplicate_window: Duration::from_secs(120),
         max_age: log_max_age,
         num_replicas: replicas,
+        // Retries read their event back by sequence; a direct get is answered by the stream
+        // itself, without the JetStream API's JSON and base64 round trip.
+        allow_direct: true,
         ..Default::default()
     };
     let retries = stream::Config {
