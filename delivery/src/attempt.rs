@@ -518,7 +518,9 @@ impl AttemptRunner {
     ) -> Result<JobOutcome, AttemptError> {
         let deadline =
             job.event.due_since() + chrono::Duration::from_std(policy.deadline).unwrap_or_default();
-        let spread_ms = rand::random::<u32>() % pre_attempt::BREAKER_SPREAD.as_millis() as u32;
+        let parked_for = (until - Utc::now()).to_std().unwrap_or_default();
+        let spread = pre_attempt::breaker_spread(parked_for).as_millis() as u32;
+        let spread_ms = rand::random::<u32>() % spread;
         match pre_attempt::parked(reason, until, deadline, spread_ms) {
             Parked::Until(due_at) => {
                 tracing::debug!(%due_at, reason = reason.as_str(), "parked");

@@ -34,7 +34,8 @@ pub enum BreakerState {
     },
     HalfOpen {
         times_opened: u32,
-        probe_in_flight: bool,
+        /// When the probe now out was let through (`None`: none is out).
+        probe_sent_at: Option<DateTime<Utc>>,
     },
 }
 
@@ -71,8 +72,18 @@ pub enum Transition {
     Closed,
 }
 
-/// While a probe is out, other deliveries wait this long before asking again.
+/// While a probe is out, other deliveries wait at least this long before asking again.
 const PROBE_WAIT_MS: i64 = 1000;
+
+/// How long a delivery that finds a probe out waits before asking again: as long as the probe
+/// has been out, at least [`PROBE_WAIT_MS`]. A probe to an endpoint that does not answer
+/// takes the whole request timeout; asking again every second meanwhile moved an endpoint's
+/// whole backlog through the retry queue once a second (docs/PERFORMANCE.md, `failing`).
+/// Doubling, a backlog asks a few times per probe, and a delivery waits at most about twice
+/// as long as the probe took.
+pub fn probe_wait(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - sent_at).max(Duration::milliseconds(PROBE_WAIT_MS))
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CircuitBreaker {
@@ -99,9 +110,9 @@ impl CircuitBreaker {
         match self.state {
             BreakerState::Open { until, .. } if now < until => Some(until),
             BreakerState::HalfOpen {
-                probe_in_flight: true,
+                probe_sent_at: Some(sent_at),
                 ..
-            } => Some(now + Duration::milliseconds(PROBE_WAIT_MS)),
+            } => Some(now + probe_wait(sent_at, now)),
             _ => None,
         }
     }
@@ -113,19 +124,19 @@ impl CircuitBreaker {
             BreakerState::Open { times_opened, .. }
             | BreakerState::HalfOpen {
                 times_opened,
-                probe_in_flight: false,
+                probe_sent_at: None,
             } => {
                 self.state = BreakerState::HalfOpen {
                     times_opened,
-                    probe_in_flight: true,
+                    probe_sent_at: Some(now),
                 };
                 Admission::Probe
             }
             BreakerState::HalfOpen {
-                probe_in_flight: true,
+                probe_sent_at: Some(sent_at),
                 ..
             } => Admission::Park {
-                until: now + Duration::milliseconds(PROBE_WAIT_MS),
+                until: now + probe_wait(sent_at, now),
             },
         }
     }
@@ -172,7 +183,7 @@ impl CircuitBreaker {
             (BreakerState::HalfOpen { times_opened, .. }, Health::Unknown) => {
                 self.state = BreakerState::HalfOpen {
                     times_opened: *times_opened,
-                    probe_in_flight: false,
+                    probe_sent_at: None,
                 };
                 None
             }
@@ -341,6 +352,40 @@ mod tests {
                     prop_assert!(*until - now <= Duration::seconds(60));
                 }
             }
+        }
+
+        /// A delivery that keeps finding the probe out asks a few times per probe, however
+        /// long the probe takes, and is back within about twice the probe's time.
+        #[test]
+        fn a_parked_delivery_asks_a_few_times_per_probe(
+            first_ask_ms in 0i64..5_000,
+            probe_ms in 1i64..600_000,
+        ) {
+            let policy = policy();
+            let mut breaker = CircuitBreaker::default();
+            let start = Utc::now();
+            for _ in 0..3 {
+                breaker.record(&policy, Health::Failing, start);
+            }
+            let sent_at = start + Duration::seconds(6);
+            prop_assert_eq!(breaker.admit(sent_at), Admission::Probe);
+            let answered_at = sent_at + Duration::milliseconds(probe_ms);
+            let mut ask = sent_at + Duration::milliseconds(first_ask_ms);
+            let mut asks = 0;
+            while ask < answered_at {
+                asks += 1;
+                match breaker.admit(ask) {
+                    Admission::Park { until } => {
+                        prop_assert!(until > ask);
+                        ask = until;
+                    }
+                    other => prop_assert!(false, "{other:?} while the probe is out"),
+                }
+            }
+            let bound = 2 + (probe_ms as f64 / PROBE_WAIT_MS as f64).max(1.0).log2().ceil() as i32;
+            prop_assert!(asks <= bound, "{asks} asks during a {probe_ms} ms probe");
+            let late_by = ask - answered_at;
+            prop_assert!(late_by <= Duration::milliseconds(probe_ms.max(PROBE_WAIT_MS) + first_ask_ms));
         }
 
         #[test]

@@ -228,8 +228,20 @@ pub fn parked(
     Parked::DeadLettered { class, message }
 }
 
-/// How far after an open breaker's reopening its parked deliveries are spread.
+/// How far after an open breaker's reopening its parked deliveries are spread, at least and
+/// at most; see [`breaker_spread`].
 pub const BREAKER_SPREAD: Duration = Duration::from_millis(500);
+pub const MAX_BREAKER_SPREAD: Duration = Duration::from_secs(30);
+
+/// How far after the reopening a delivery parked for `parked_for` is spread: about as long as
+/// it is parked, within [`BREAKER_SPREAD`] and [`MAX_BREAKER_SPREAD`]. What an open breaker
+/// gathered then comes back at about the pace it came in. Spread over half a second, the
+/// backlog of a breaker open for 5 s came back as one wave each time it reopened, and the
+/// burst of retries and deferrals slowed everyone else's deliveries (docs/PERFORMANCE.md,
+/// `failing`); a recovered endpoint also gets its backlog at a pace it can take.
+pub fn breaker_spread(parked_for: Duration) -> Duration {
+    parked_for.clamp(BREAKER_SPREAD, MAX_BREAKER_SPREAD)
+}
 
 #[cfg(test)]
 mod tests;

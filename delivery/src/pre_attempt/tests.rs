@@ -191,7 +191,7 @@ proptest! {
             Just(DeferralReason::EndpointBusy),
             Just(DeferralReason::RateLimited),
         ],
-        until_ms in 0i64..1_000_000, deadline_ms in 0i64..1_000_000, spread_ms in 0u32..500,
+        until_ms in 0i64..1_000_000, deadline_ms in 0i64..1_000_000, spread_ms in 0u32..30_000,
     ) {
         let now = Utc::now();
         let (until, deadline) = (at(now, until_ms), at(now, deadline_ms));
@@ -199,7 +199,7 @@ proptest! {
             Parked::Until(due_at) => {
                 prop_assert!(due_at <= deadline);
                 prop_assert!(due_at >= until);
-                let spread = chrono::Duration::from_std(BREAKER_SPREAD).expect("fits");
+                let spread = chrono::Duration::from_std(MAX_BREAKER_SPREAD).expect("fits");
                 prop_assert!(due_at - until < spread);
                 if reason != DeferralReason::CircuitOpen {
                     prop_assert_eq!(due_at, until);
@@ -231,4 +231,18 @@ fn a_delivery_due_within_the_slack_is_not_deferred() {
         false,
     );
     assert_eq!(checks.next(), Verdict::Ask(Gate::CircuitOpen));
+}
+
+proptest! {
+    /// Spread about as long as parked, within bounds: the deliveries an open breaker gathers
+    /// over its open time come back over a comparable time, not in one half-second wave.
+    #[test]
+    fn parked_deliveries_are_spread_about_as_long_as_they_waited(parked_ms in 0u64..10_000_000) {
+        let parked_for = Duration::from_millis(parked_ms);
+        let spread = breaker_spread(parked_for);
+        prop_assert!(spread >= BREAKER_SPREAD && spread <= MAX_BREAKER_SPREAD);
+        if parked_for >= BREAKER_SPREAD && parked_for <= MAX_BREAKER_SPREAD {
+            prop_assert_eq!(spread, parked_for);
+        }
+    }
 }
