@@ -67,9 +67,7 @@ impl GroupedWrites {
         if let Err(mpsc::error::SendError(Write::Ack(message))) =
             self.queue.send(Write::Ack(Box::new(message)))
         {
-            if let Err(error) = message.ack().await {
-                tracing::debug!(%error, "acknowledgement lost; the message comes again");
-            }
+            ack_alone(&message).await;
         }
     }
 
@@ -80,6 +78,14 @@ impl GroupedWrites {
         if self.queue.send(Write::Flush(done)).is_ok() {
             let _ = flushed.await;
         }
+    }
+}
+
+/// Acknowledges `message` at once; a lost acknowledgement costs a redelivery after the
+/// consumer's ack wait.
+pub(crate) async fn ack_alone(message: &jetstream::Message) {
+    if let Err(error) = message.ack().await {
+        tracing::debug!(%error, "acknowledgement lost; the message comes again");
     }
 }
 
@@ -122,11 +128,7 @@ async fn send(jetstream: &jetstream::Context, group: &mut Vec<Write>) {
                     let _ = appended.send(Err(error.into()));
                 }
             },
-            Write::Ack(message) => {
-                if let Err(error) = message.ack().await {
-                    tracing::debug!(%error, "acknowledgement lost; the message comes again");
-                }
-            }
+            Write::Ack(message) => ack_alone(&message).await,
             Write::Flush(done) => flushed.push(done),
         }
     }

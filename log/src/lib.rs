@@ -101,11 +101,7 @@ impl LogPublisher {
     pub async fn ack_grouped(&self, message: jetstream::Message) {
         match &self.grouped {
             Some(grouped) => grouped.ack(message).await,
-            None => {
-                if let Err(error) = message.ack().await {
-                    tracing::debug!(%error, "acknowledgement lost; the message comes again");
-                }
-            }
+            None => grouped_writes::ack_alone(&message).await,
         }
     }
 
