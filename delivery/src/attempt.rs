@@ -170,6 +170,10 @@ impl AttemptRunner {
         &self.publisher
     }
 
+    pub fn endpoint_concurrency(&self) -> &EndpointConcurrency {
+        &self.per_endpoint
+    }
+
     /// Takes in a configuration change read from the log: breaker changes other processes
     /// made, and endpoints whose cached configuration is stale.
     pub fn follow(&self, message: &LogMessage) {

@@ -131,6 +131,38 @@ impl EndpointConcurrency {
         Some(self.slot(permit, slots))
     }
 
+    /// A slot for `endpoint_id`, however long the wait, counted among the deliveries waiting
+    /// for it (for a busy endpoint's backlog, which takes only as many as
+    /// [`Self::backlog_room`] says and must not be deferred again).
+    pub async fn acquire_queued(&self, endpoint_id: EndpointId) -> Option<EndpointSlot> {
+        let slots = self.slots(endpoint_id);
+        if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
+            return Some(self.slot(permit, slots));
+        }
+        slots.waiting.fetch_add(1, Ordering::AcqRel);
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let waiting = Waiting([&slots.waiting, &self.waiting]);
+        let permit = slots.semaphore.clone().acquire_owned().await.ok();
+        drop(waiting);
+        Some(self.slot(permit?, slots))
+    }
+
+    /// Whether the endpoint itself has a queue (at least as many deliveries waiting as it has
+    /// slots), as opposed to being busy only because all endpoints together wait too much.
+    pub fn has_queue_of_its_own(&self, endpoint_id: EndpointId) -> bool {
+        self.slots(endpoint_id).waiting.load(Ordering::Acquire) >= self.per_endpoint
+    }
+
+    /// How many deliveries a busy endpoint's backlog may have taken out of the log and not
+    /// finished: what it may queue in memory (about a second of its pace, or only its slots if
+    /// it has not answered lately), at most four times its slots so that all endpoints
+    /// together keep room to wait, and so that none waits long enough for the log to hand
+    /// it out again.
+    pub fn backlog_room(&self, endpoint_id: EndpointId) -> usize {
+        self.may_wait(&self.slots(endpoint_id))
+            .clamp(self.per_endpoint, self.per_endpoint * 4)
+    }
+
     /// How many deliveries may wait in memory for this endpoint: about [`QUEUED_WAIT`] of
     /// its measured pace while it answers, never fewer than it has slots.
     fn may_wait(&self, slots: &EndpointSlots) -> usize {
@@ -360,5 +392,40 @@ mod tests {
         for waiter in queued {
             waiter.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_backlogs_deliveries_wait_counted_and_make_the_endpoint_busy_for_others() {
+        let limits = Arc::new(EndpointConcurrency::new(2, 1_000));
+        let busy = EndpointId::generate();
+        let _held = fill(&limits, busy).await;
+        assert!(!limits.has_queue_of_its_own(busy));
+        // Not answering lately: room for as many as it has slots.
+        assert_eq!(limits.backlog_room(busy), 2);
+        let from_backlog: Vec<_> = (0..2)
+            .map(|_| {
+                let limits = limits.clone();
+                tokio::spawn(async move { limits.acquire_queued(busy).await.map(|_| ()) })
+            })
+            .collect();
+        while limits.waiting.load(Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(limits.has_queue_of_its_own(busy));
+        // A delivery that is not from the backlog finds the endpoint's queue full.
+        assert!(limits.acquire(busy).await.is_err());
+        for waiter in from_backlog {
+            waiter.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fast_endpoints_backlog_room_is_at_most_four_times_its_slots() {
+        let limits = EndpointConcurrency::new(2, 1_000);
+        let fast = EndpointId::generate();
+        for _ in 0..8 {
+            drop(limits.acquire(fast).await.expect("a free slot"));
+        }
+        assert_eq!(limits.backlog_room(fast), 8);
     }
 }

@@ -3,6 +3,7 @@
 //! through it.
 
 pub mod attempt;
+pub mod busy_backlogs;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod config;
@@ -99,7 +100,12 @@ pub async fn run(
         publisher.clone(),
         Outbox::new(pool.clone(), publisher),
     ));
-    let unordered = Arc::new(UnorderedDeliveries::new(runner.clone(), retries.clone()));
+    let (backlogs_drained, backlogs_to_drain) = busy_backlogs::BacklogsDrained::new();
+    let unordered = Arc::new(UnorderedDeliveries::new(
+        runner.clone(),
+        retries.clone(),
+        backlogs_drained.clone(),
+    ));
     // Consumers of the log stream that must be created start after the read model's position
     // (`log_position`), never at the beginning of a log that already has a history.
     let checkpoint = namespace.postgres_checkpoint();
@@ -170,6 +176,16 @@ pub async fn run(
             hard_stop.clone(),
         )));
     }
+    let busy_backlogs = Arc::new(busy_backlogs::BusyBacklogs {
+        worker: retry_worker.clone(),
+        drained: backlogs_drained,
+    });
+    loops.push(tokio::spawn(busy_backlogs.run(
+        backlogs_to_drain,
+        tracker.clone(),
+        shutdown.clone(),
+        hard_stop.clone(),
+    )));
     loops.push(tokio::spawn(overdue.run(shutdown.clone())));
     loops.push(tokio::spawn(retry_backlog::sample(
         retry_stream,

@@ -177,19 +177,8 @@ impl RetryWorker {
 
     async fn attempt(&self, retry: RetryDue, until_due: Duration) -> bool {
         tokio::time::sleep(until_due).await;
-        let event = match self.load_event(retry.event_sequence).await {
-            Ok(event) => event,
-            Err(reason) => {
-                tracing::error!(event_id = %retry.event_id, %reason, "cannot retry: event unreadable");
-                return false;
-            }
-        };
-        let job = DeliveryJob {
-            event: Arc::new(event),
-            event_sequence: retry.event_sequence,
-            endpoint_id: retry.endpoint_id,
-            attempt_number: retry.attempt_number,
-            scheduled_at: retry.due_at,
+        let Some(job) = self.job(&retry).await else {
+            return false;
         };
         match self.deliveries.run(job).await {
             Ok(_) => true,
@@ -198,6 +187,24 @@ impl RetryWorker {
                 false
             }
         }
+    }
+
+    /// The delivery `retry` stands for, with its event read back from the log.
+    pub(crate) async fn job(&self, retry: &RetryDue) -> Option<DeliveryJob> {
+        let event = match self.load_event(retry.event_sequence).await {
+            Ok(event) => event,
+            Err(reason) => {
+                tracing::error!(event_id = %retry.event_id, %reason, "cannot attempt: event unreadable");
+                return None;
+            }
+        };
+        Some(DeliveryJob {
+            event: Arc::new(event),
+            event_sequence: retry.event_sequence,
+            endpoint_id: retry.endpoint_id,
+            attempt_number: retry.attempt_number,
+            scheduled_at: retry.due_at,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip(self), err)]

@@ -1,8 +1,11 @@
 //! Deliveries to unordered endpoints: first attempts, retries and replays run side by side,
 //! and whatever has to wait (a retry, the event's schedule, a rate limit, an open breaker, a
-//! spent retry budget, a busy endpoint) waits in the retry queue, never only in memory.
+//! spent retry budget, a busy endpoint) waits in the log, never only in memory: in the retry
+//! queue until a time, or, for an endpoint with a queue of its own, in its busy backlog until
+//! it has room (`busy_backlogs`).
 
 use crate::attempt::{AttemptError, AttemptRunner, DeliveryJob, JobOutcome, Sequencing};
+use crate::busy_backlogs::BacklogsDrained;
 use crate::endpoint_concurrency::{Busy, EndpointConcurrency, EndpointSlot};
 use crate::retry_queue::RetryScheduler;
 use chrono::{DateTime, Utc};
@@ -13,15 +16,35 @@ use std::sync::Arc;
 pub struct UnorderedDeliveries {
     runner: Arc<AttemptRunner>,
     retries: RetryScheduler,
+    backlogs: BacklogsDrained,
 }
 
 impl UnorderedDeliveries {
-    pub fn new(runner: Arc<AttemptRunner>, retries: RetryScheduler) -> Self {
-        Self { runner, retries }
+    pub fn new(
+        runner: Arc<AttemptRunner>,
+        retries: RetryScheduler,
+        backlogs: BacklogsDrained,
+    ) -> Self {
+        Self {
+            runner,
+            retries,
+            backlogs,
+        }
     }
 
     pub async fn run(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
         self.runner.run(job, self).await
+    }
+
+    /// Runs a delivery taken out of its endpoint's busy backlog: it waits for the endpoint's
+    /// slot however long (its drainer took only as many as the endpoint has room for), so it
+    /// is never deferred again for being busy.
+    pub async fn run_from_backlog(&self, job: DeliveryJob) -> Result<JobOutcome, AttemptError> {
+        self.runner.run(job, &FromBacklog(self)).await
+    }
+
+    pub fn concurrency(&self) -> &EndpointConcurrency {
+        self.runner.endpoint_concurrency()
     }
 
     pub fn retries(&self) -> &RetryScheduler {
@@ -63,14 +86,34 @@ impl Sequencing for UnorderedDeliveries {
     /// Into the retry queue. The deferral is also recorded in the log (unless it is the
     /// event's own schedule, which the read model knows), so that the read model knows when
     /// the delivery is due and why it waits.
+    ///
+    /// A delivery to an endpoint busy with a queue of its own goes to the endpoint's busy
+    /// backlog instead, still due when it was (its `until` is only an estimate for the read
+    /// model), to be taken out when the endpoint has room.
     async fn defer(
         &self,
         job: &DeliveryJob,
         until: DateTime<Utc>,
         reason: Option<DeferralReason>,
     ) -> Result<(), LogError> {
-        let retry = job.retry(job.attempt_number, until);
-        let scheduled = self.retries.schedule(&retry);
+        let to_backlog = reason == Some(DeferralReason::EndpointBusy)
+            && self.concurrency().has_queue_of_its_own(job.endpoint_id);
+        let scheduled = async {
+            if to_backlog {
+                let retry = job.retry(job.attempt_number, job.scheduled_at);
+                let publisher = self.publisher();
+                let subject = publisher.namespace().busy_backlog_subject(job.endpoint_id);
+                publisher
+                    .publish_grouped(subject, &LogMessage::RetryDue(retry))
+                    .await?;
+                self.backlogs.appended(job.endpoint_id);
+                Ok(())
+            } else {
+                self.retries
+                    .schedule(&job.retry(job.attempt_number, until))
+                    .await
+            }
+        };
         let Some(reason) = reason else {
             return scheduled.await;
         };
@@ -105,5 +148,44 @@ impl Sequencing for UnorderedDeliveries {
         self.retries
             .schedule(&job.retry(job.attempt_number + 1, due_at))
             .await
+    }
+}
+
+/// A delivery taken out of its endpoint's busy backlog: as an unordered one, except that it
+/// waits for the endpoint's slot instead of being deferred again.
+struct FromBacklog<'a>(&'a UnorderedDeliveries);
+
+impl Sequencing for FromBacklog<'_> {
+    fn leaves_to_lane(&self, job: &DeliveryJob, endpoint_ordered: bool) -> bool {
+        self.0.leaves_to_lane(job, endpoint_ordered)
+    }
+
+    fn charges_retry_budget(&self, job: &DeliveryJob) -> bool {
+        self.0.charges_retry_budget(job)
+    }
+
+    async fn endpoint_slot(
+        &self,
+        concurrency: &EndpointConcurrency,
+        endpoint_id: EndpointId,
+    ) -> Result<Option<EndpointSlot>, Busy> {
+        Ok(concurrency.acquire_queued(endpoint_id).await)
+    }
+
+    async fn defer(
+        &self,
+        job: &DeliveryJob,
+        until: DateTime<Utc>,
+        reason: Option<DeferralReason>,
+    ) -> Result<(), LogError> {
+        self.0.defer(job, until, reason).await
+    }
+
+    async fn schedule_retry(
+        &self,
+        job: &DeliveryJob,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), LogError> {
+        self.0.schedule_retry(job, due_at).await
     }
 }

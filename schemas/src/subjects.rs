@@ -8,11 +8,12 @@
 //! |                 | `<ns>.config.<tenant_id>`        | `tenant.created.v1`, `endpoint.*.v1`    |
 //! |                 | `<ns>.replays.<tenant_id>`       | `delivery.replay_requested.v1`, `replay.*.v1` |
 //! | `<NS>_RETRIES`  | `<ns>.retries.<delay_tier>`      | `retry.due.v1` (work queue)             |
+//! |                 | `<ns>.retries.busy.<endpoint_id>` | `retry.due.v1`: a busy endpoint's backlog |
 //!
 //! Events and attempts share one stream so that a single consumer sees an event before any
 //! of its attempts: projections never have to wait for the other half of a story.
 
-use crate::ids::TenantId;
+use crate::ids::{EndpointId, TenantId};
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +102,16 @@ impl Namespace {
     /// Retries wait on a subject per delay tier; see `delivery::retry_queue`.
     pub fn retry_subject(&self, tier_name: &str) -> String {
         format!("{}.retries.{tier_name}", self.0)
+    }
+
+    /// A busy endpoint's backlog, taken at the endpoint's pace; see `delivery::busy_backlogs`.
+    pub fn busy_backlog_subject(&self, endpoint_id: EndpointId) -> String {
+        format!("{}.retries.busy.{endpoint_id}", self.0)
+    }
+
+    /// Every endpoint's busy backlog (one token per endpoint).
+    pub fn busy_backlogs_filter(&self) -> String {
+        format!("{}.retries.busy.*", self.0)
     }
 }
 

@@ -230,6 +230,15 @@ pub struct Api {
     pub herald: TestHerald,
 }
 
+/// See [`Api::busy_backlogs`].
+#[derive(Debug)]
+pub struct BusyBacklogs {
+    pub waiting: u64,
+    pub in_backlogs: usize,
+    pub consumers: Vec<String>,
+}
+
+#[derive(Clone)]
 pub struct Tenant {
     pub tenant_id: String,
     pub api_key: String,
@@ -437,6 +446,31 @@ impl Api {
         let stream = jetstream.get_stream(namespace.log_stream()).await?;
         let info = stream.consumer_info("delivery").await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// What the retry stream holds: messages in all, those in busy endpoints' backlogs, and
+    /// the consumers that drain those backlogs (by name).
+    pub async fn busy_backlogs(&self) -> Result<BusyBacklogs> {
+        use futures::TryStreamExt;
+        let client = async_nats::connect(&self.herald.nats_url).await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let namespace = self.namespace()?;
+        let mut stream = jetstream.get_stream(namespace.retry_stream()).await?;
+        let waiting = stream.info().await?.state.messages;
+        let counts: Vec<(String, usize)> = stream
+            .info_with_subjects(namespace.busy_backlogs_filter())
+            .await?
+            .try_collect()
+            .await?;
+        let consumers: Vec<String> = stream.consumer_names().try_collect().await?;
+        Ok(BusyBacklogs {
+            waiting,
+            in_backlogs: counts.iter().map(|(_, count)| count).sum(),
+            consumers: consumers
+                .into_iter()
+                .filter(|name| name.starts_with("busy_"))
+                .collect(),
+        })
     }
 
     /// This Herald's log namespace (stream and subject names).
