@@ -156,7 +156,8 @@ impl AttemptRunner {
             retry_in_flight: Semaphore::new((config.max_in_flight / 2).max(1)),
             retry_budget: RetryBudget::new(config.retry_budget_per_minute),
             // Half the first-attempt consumer's pending limit, so that deliveries queued for
-            // busy endpoints leave the other half of the log's window to everyone else.
+            // endpoints that do not answer leave the other half of the log's window to
+            // everyone else (those queued for endpoints that answer wait a second at most).
             per_endpoint: EndpointConcurrency::new(
                 config.max_in_flight_per_endpoint,
                 config.max_in_flight * 2,

@@ -179,11 +179,7 @@ impl BusyBacklogs {
     }
 
     fn consumer(&self, endpoint_id: EndpointId) -> DurableConsumer {
-        let room = self
-            .worker
-            .deliveries
-            .concurrency()
-            .backlog_room(endpoint_id);
+        let room = concurrency_of(&self.worker).backlog_room(endpoint_id);
         DurableConsumer {
             name: format!("{CONSUMER_PREFIX}{endpoint_id}"),
             filter_subject: self
@@ -226,10 +222,7 @@ impl BusyBacklogs {
                 }
                 continue;
             };
-            let room = self
-                .worker
-                .deliveries
-                .concurrency()
+            let room = concurrency_of(&self.worker)
                 .backlog_room(endpoint_id)
                 .saturating_sub(in_flight.count());
             if room == 0 {
@@ -300,6 +293,10 @@ impl BusyBacklogs {
         }
         true
     }
+}
+
+fn concurrency_of(worker: &RetryWorker) -> &crate::endpoint_concurrency::EndpointConcurrency {
+    worker.deliveries.concurrency()
 }
 
 /// Attempts one delivery of the backlog and acknowledges it once its record is in the log.

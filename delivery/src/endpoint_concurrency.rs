@@ -7,10 +7,12 @@
 //! whose deliveries all waited here would stall every other endpoint. So how many may wait is
 //! bounded by how long they would wait: an endpoint that answers steadily may queue about a
 //! second of its own measured pace in memory (at least as many deliveries as it has slots),
-//! one that has not answered lately only as many as it has slots, and all endpoints together
-//! at most a bound of the process. Past that the endpoint is *busy* and the delivery is
-//! deferred through the retry queue to when a slot should be free, estimated from how long the
-//! endpoint's requests take (ADR 0024).
+//! one that has not answered lately only as many as it has slots; all endpoints that have not
+//! answered lately together at most a bound of the process (half the log's window), and all
+//! endpoints together eight times that (memory). Past that the endpoint is *busy*: the delivery
+//! joins the endpoint's backlog in the log if it has a queue of its own (`busy_backlogs`,
+//! ADR 0026), or is deferred through the retry queue to when a slot should be free, estimated
+//! from how long the endpoint's requests take (ADR 0024).
 
 use herald_schemas::EndpointId;
 use std::collections::HashMap;
@@ -26,14 +28,21 @@ const MIN_DEFERRAL: Duration = Duration::from_millis(200);
 /// How long, at the endpoint's measured pace, the deliveries waiting for it in memory may
 /// take to get a slot.
 const QUEUED_WAIT: Duration = Duration::from_secs(1);
+/// Deliveries waiting at endpoints that answer (each for about [`QUEUED_WAIT`] at most) may
+/// be this many times the bound of those waiting at endpoints that do not: their bound is
+/// only one of memory.
+const ANSWERING_WAIT_FACTOR: usize = 8;
 /// An endpoint with no request finished for this long may queue only as many deliveries as
 /// it has slots: its measured pace may be stale (it may have started hanging).
 const ANSWERING_WITHIN: Duration = Duration::from_millis(100);
 
 pub struct EndpointConcurrency {
     per_endpoint: usize,
-    /// Deliveries that may wait in memory for a slot, in all.
+    /// Deliveries that may wait in memory for a slot at endpoints that have not answered
+    /// lately, in all; [`ANSWERING_WAIT_FACTOR`] times as many at endpoints that answer.
     waiting_in_all: usize,
+    /// Deliveries waiting at endpoints that had not answered lately when they began to wait.
+    waiting_unanswered: Arc<AtomicUsize>,
     /// When this was made: slots record when they were released as microseconds since.
     epoch: Instant,
     waiting: Arc<AtomicUsize>,
@@ -95,6 +104,7 @@ impl EndpointConcurrency {
             waiting_in_all: waiting_in_all.max(1),
             epoch: Instant::now(),
             waiting: Arc::new(AtomicUsize::new(0)),
+            waiting_unanswered: Arc::new(AtomicUsize::new(0)),
             endpoints: Mutex::new(HashMap::new()),
         }
     }
@@ -105,10 +115,22 @@ impl EndpointConcurrency {
         if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
             return Ok(self.slot(permit, slots));
         }
+        let answering = self.answering(&slots);
         let waiting_here = slots.waiting.fetch_add(1, Ordering::AcqRel);
         let waiting_in_all = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let waiting = Waiting([&slots.waiting, &self.waiting]);
-        if waiting_here >= self.may_wait(&slots) || waiting_in_all >= self.waiting_in_all {
+        let over_bound_in_all = match answering {
+            // Each waits about a second at most: only memory bounds them.
+            true => waiting_in_all >= self.waiting_in_all * ANSWERING_WAIT_FACTOR,
+            // Each may wait as long as a request may take: they may hold only part of the
+            // log's window, so that other endpoints' events keep coming in.
+            false => self.waiting_unanswered.fetch_add(1, Ordering::AcqRel) >= self.waiting_in_all,
+        };
+        let waiting = Waiting([
+            Some(&slots.waiting),
+            Some(&self.waiting),
+            (!answering).then_some(&*self.waiting_unanswered),
+        ]);
+        if waiting_here >= self.may_wait(&slots) || over_bound_in_all {
             return Err(Busy {
                 retry_in: self.next_slot(&slots),
             });
@@ -141,7 +163,7 @@ impl EndpointConcurrency {
         }
         slots.waiting.fetch_add(1, Ordering::AcqRel);
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        let waiting = Waiting([&slots.waiting, &self.waiting]);
+        let waiting = Waiting([Some(&slots.waiting), Some(&self.waiting), None]);
         let permit = slots.semaphore.clone().acquire_owned().await.ok();
         drop(waiting);
         Some(self.slot(permit?, slots))
@@ -166,17 +188,22 @@ impl EndpointConcurrency {
     /// How many deliveries may wait in memory for this endpoint: about [`QUEUED_WAIT`] of
     /// its measured pace while it answers, never fewer than it has slots.
     fn may_wait(&self, slots: &EndpointSlots) -> usize {
-        let released_at = slots.released_at_micros.load(Ordering::Relaxed);
         let held = slots.held_micros.load(Ordering::Relaxed);
-        let answering = released_at > 0
-            && micros_since(self.epoch).saturating_sub(released_at)
-                <= ANSWERING_WITHIN.as_micros() as u64;
-        if !answering || held == 0 {
+        if !self.answering(slots) || held == 0 {
             return self.per_endpoint;
         }
         let per_second = self.per_endpoint as u128 * 1_000_000 / held as u128;
         let in_queued_wait = per_second * QUEUED_WAIT.as_millis() / 1_000;
         (in_queued_wait.min(usize::MAX as u128) as usize).max(self.per_endpoint)
+    }
+
+    /// Whether a request of the endpoint finished lately: only then is its measured pace
+    /// trusted to bound how long its queue takes.
+    fn answering(&self, slots: &EndpointSlots) -> bool {
+        let released_at = slots.released_at_micros.load(Ordering::Relaxed);
+        released_at > 0
+            && micros_since(self.epoch).saturating_sub(released_at)
+                <= ANSWERING_WITHIN.as_micros() as u64
     }
 
     fn slot(&self, permit: OwnedSemaphorePermit, slots: Arc<EndpointSlots>) -> EndpointSlot {
@@ -233,11 +260,11 @@ impl EndpointConcurrency {
 }
 
 /// Counts a delivery as waiting until dropped (also when the wait is abandoned).
-struct Waiting<'a>([&'a AtomicUsize; 2]);
+struct Waiting<'a>([Option<&'a AtomicUsize>; 3]);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        for counter in self.0 {
+        for counter in self.0.into_iter().flatten() {
             counter.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -427,5 +454,35 @@ mod tests {
             drop(limits.acquire(fast).await.expect("a free slot"));
         }
         assert_eq!(limits.backlog_room(fast), 8);
+    }
+
+    #[tokio::test]
+    async fn endpoints_that_answer_may_queue_past_the_bound_of_those_that_do_not() {
+        let limits = Arc::new(EndpointConcurrency::new(1, 2));
+        // Two endpoints that have not answered fill the bound of their kind…
+        let mut held = Vec::new();
+        let mut queued = Vec::new();
+        for _ in 0..2 {
+            let stalled = EndpointId::generate();
+            held.push(limits.acquire(stalled).await.ok());
+            queued.extend(waiters(&limits, stalled, 1).await);
+        }
+        let third = EndpointId::generate();
+        held.push(limits.acquire(third).await.ok());
+        assert!(limits.acquire(third).await.is_err());
+        // …while one that answers fast may still queue (up to eight times that bound in all).
+        let fast = EndpointId::generate();
+        for _ in 0..8 {
+            drop(limits.acquire(fast).await.expect("a free slot"));
+        }
+        let _slot = limits.acquire(fast).await.expect("a free slot");
+        let fast_waiters = tokio::time::timeout(Duration::from_secs(1), waiters(&limits, fast, 3))
+            .await
+            .expect("three deliveries queue for an endpoint that answers");
+        queued.extend(fast_waiters);
+        assert_eq!(limits.waiting.load(Ordering::Acquire), 5);
+        for waiter in queued {
+            waiter.abort();
+        }
     }
 }
