@@ -192,7 +192,39 @@ pub async fn run(
             listening_on,
         )));
     }
-    if service.includes(Service::Delivery) {
+    if service == Service::All {
+        // Ingest's requests queued behind thousands of delivery tasks in one runtime, and its
+        // appends behind delivery's traffic on one NATS connection: with delivery saturated,
+        // a 202 took hundreds of milliseconds (docs/PERFORMANCE.md, `saturated`). On threads
+        // and connections of its own, the kernel shares the CPU between ingest and delivery.
+        // (This failed before busy endpoints' backlogs stayed in the log: ingest let in more
+        // than delivery could take, and the deferrals spiralled; ADR 0024.)
+        let (delivery, stack_config, vault, shutdown) = (
+            config.delivery.clone(),
+            config.stack.clone(),
+            vault.clone().ok_or(InvalidConfig::NoVault)?,
+            shutdown.clone(),
+        );
+        let run = on_own_runtime("delivery", DELIVERY_THREADS, move || async move {
+            let stack =
+                Stack::connect_with_pool(&stack_config, stack_config.database_max_connections)
+                    .await?;
+            let publisher = LogPublisher::new(stack.jetstream.clone(), stack.namespace.clone())
+                .with_grouped_writes(std::time::Duration::from_millis(stack_config.log_linger_ms));
+            let delivered = herald_delivery::run(
+                delivery,
+                publisher.clone(),
+                stack.pool.clone(),
+                vault,
+                shutdown,
+            )
+            .await;
+            publisher.flush_grouped().await;
+            stack.nats.flush().await.ok();
+            Ok(delivered?)
+        });
+        background.spawn(background_task("delivery service", run));
+    } else if service.includes(Service::Delivery) {
         let run = herald_delivery::run(
             config.delivery.clone(),
             publisher.clone(),
@@ -282,6 +314,10 @@ pub async fn run(
 /// Threads of the projector's runtime in `herald all`: it runs two projections, each one
 /// batch at a time.
 const PROJECTOR_THREADS: usize = 1;
+/// Threads of the delivery service's runtime in `herald all`. Two fill the 2-core machines
+/// it is measured on (docs/PERFORMANCE.md); its work is mostly waiting on receivers and the
+/// log, so more threads would mostly add context switches.
+const DELIVERY_THREADS: usize = 2;
 /// Postgres connections of the projector in `herald all`: its projection, checkpoints and
 /// housekeeping use one at a time each.
 const PROJECTOR_CONNECTIONS: u32 = 4;
@@ -297,6 +333,8 @@ enum OwnThreadsFailed {
     Stack(#[from] StackError),
     #[error(transparent)]
     Projector(#[from] herald_projector::ProjectorError),
+    #[error(transparent)]
+    Delivery(#[from] herald_delivery::DeliveryError),
 }
 
 /// Runs the future `make` returns on a runtime of its own with `workers` threads, so that
