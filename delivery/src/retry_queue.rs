@@ -89,6 +89,26 @@ impl RetryScheduler {
             .map(|_| ())
     }
 
+    /// Appends a delivery to its endpoint's busy backlog, to be taken out when the endpoint
+    /// has room (`busy_backlogs`) rather than at a time.
+    #[tracing::instrument(level = "debug", skip_all, err, fields(
+        tenant_id = %retry.tenant_id,
+        event_id = %retry.event_id,
+        endpoint_id = %retry.endpoint_id,
+        attempt_number = retry.attempt_number,
+    ))]
+    pub async fn append_to_busy_backlog(&self, retry: &RetryDue) -> Result<(), LogError> {
+        let subject = self
+            .publisher
+            .namespace()
+            .busy_backlog_subject(retry.endpoint_id);
+        // Grouped: what waits for it is only the acknowledgement of the message it replaces.
+        self.publisher
+            .publish_grouped(subject, &LogMessage::RetryDue(retry.clone()))
+            .await
+            .map(|_| ())
+    }
+
     /// Schedules a retry that several processes may schedule at once (a delivery found
     /// overdue): the log keeps one per delivery and attempt number.
     #[tracing::instrument(level = "debug", skip_all, err, fields(

@@ -100,11 +100,8 @@ impl Sequencing for UnorderedDeliveries {
             && self.concurrency().has_queue_of_its_own(job.endpoint_id);
         let scheduled = async {
             if to_backlog {
-                let retry = job.retry(job.attempt_number, job.scheduled_at);
-                let publisher = self.publisher();
-                let subject = publisher.namespace().busy_backlog_subject(job.endpoint_id);
-                publisher
-                    .publish_grouped(subject, &LogMessage::RetryDue(retry))
+                self.retries
+                    .append_to_busy_backlog(&job.retry(job.attempt_number, job.scheduled_at))
                     .await?;
                 self.backlogs.appended(job.endpoint_id);
                 Ok(())
