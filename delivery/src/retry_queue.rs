@@ -68,12 +68,6 @@ impl RetryScheduler {
         Self { publisher }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, err, fields(
-        tenant_id = %retry.tenant_id,
-        event_id = %retry.event_id,
-        endpoint_id = %retry.endpoint_id,
-        attempt_number = retry.attempt_number,
-    ))]
     pub async fn schedule(&self, retry: &RetryDue) -> Result<(), LogError> {
         let wait = (retry.due_at - Utc::now())
             .to_std()
@@ -82,27 +76,29 @@ impl RetryScheduler {
             .publisher
             .namespace()
             .retry_subject(tier_for(wait).name);
-        // Grouped: what waits for it is only the acknowledgement of the message it replaces.
-        self.publisher
-            .publish_grouped(subject, &LogMessage::RetryDue(retry.clone()))
-            .await
-            .map(|_| ())
+        self.append_grouped(subject, retry).await
     }
 
     /// Appends a delivery to its endpoint's busy backlog, to be taken out when the endpoint
     /// has room (`busy_backlogs`) rather than at a time.
-    #[tracing::instrument(level = "debug", skip_all, err, fields(
-        tenant_id = %retry.tenant_id,
-        event_id = %retry.event_id,
-        endpoint_id = %retry.endpoint_id,
-        attempt_number = retry.attempt_number,
-    ))]
     pub async fn append_to_busy_backlog(&self, retry: &RetryDue) -> Result<(), LogError> {
         let subject = self
             .publisher
             .namespace()
             .busy_backlog_subject(retry.endpoint_id);
-        // Grouped: what waits for it is only the acknowledgement of the message it replaces.
+        self.append_grouped(subject, retry).await
+    }
+
+    /// Grouped: what waits for the append is only the acknowledgement of the message it
+    /// replaces.
+    #[tracing::instrument(level = "debug", skip_all, err, fields(
+        %subject,
+        tenant_id = %retry.tenant_id,
+        event_id = %retry.event_id,
+        endpoint_id = %retry.endpoint_id,
+        attempt_number = retry.attempt_number,
+    ))]
+    async fn append_grouped(&self, subject: String, retry: &RetryDue) -> Result<(), LogError> {
         self.publisher
             .publish_grouped(subject, &LogMessage::RetryDue(retry.clone()))
             .await
