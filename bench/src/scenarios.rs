@@ -17,8 +17,9 @@
 //! - `burst`: 1 000 endpoints at 20 % of max, then 5 s at ten times that: no loss, and how
 //!   long until latency is back.
 //! - `soak`: half of max for 10 minutes: memory of every process over time.
-//! - `history`: a million events first (100 endpoints, some ordered, some failing, so
-//!   retries are pending), then `max` on top of that history.
+//! - `history`: `max` on the scenario's empty stack, then a million events (100 endpoints,
+//!   some ordered, some failing, so retries are pending), then `max` again on top of that
+//!   history: the change between the two closed loops, minutes apart.
 //! - `replay`: a million events in the log, then `herald rebuild` of each read model.
 
 use crate::ledger::Delivery;
@@ -88,7 +89,6 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     let scenario = args.scenario;
     let seconds = args.duration.unwrap_or(scenario.default_duration());
     let started_at = chrono::Utc::now();
-    let every = |_: &Delivery| true;
     let (finished, steps, findings) = match scenario {
         Scenario::Quick => {
             let mut session = Session::open(args, client, one_endpoint()).await?;
@@ -152,18 +152,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         Scenario::Replay => replay(args, client).await?,
     };
     let run = finished.run();
-    let load = Window {
-        from: finished.phases.first().map_or(0.0, |p| p.window.from),
-        to: finished.phases.last().map_or(0.0, |p| p.window.to),
-    };
-    let warm = (load.to - load.from).min(25.0) / 5.0;
-    let main = run.measure(
-        Window {
-            from: load.from + warm,
-            to: load.to,
-        },
-        &every,
-    );
+    let main = steady_state(&finished);
     let lag = |pick: fn(&crate::projection_lag::LagSample) -> f64| {
         Quantiles::of(finished.lag.iter().map(pick).collect())
     };
@@ -394,6 +383,23 @@ fn memory_growth(finished: &Finished) -> Value {
     Value::Object(growth)
 }
 
+/// Every delivery of a finished session's load, less its first fifth (at most 5 s) while
+/// the platform warms up.
+fn steady_state(finished: &Finished) -> Measured {
+    let load = Window {
+        from: finished.phases.first().map_or(0.0, |p| p.window.from),
+        to: finished.phases.last().map_or(0.0, |p| p.window.to),
+    };
+    let warm = (load.to - load.from).min(25.0) / 5.0;
+    finished.run().measure(
+        Window {
+            from: load.from + warm,
+            to: load.to,
+        },
+        &|_: &Delivery| true,
+    )
+}
+
 async fn history(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<Outcome> {
     let endpoints = Endpoints {
         count: 100,
@@ -401,6 +407,15 @@ async fn history(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<
         ordered: |endpoint| endpoint % 10 == 0,
         counted: |endpoint| endpoint % 20 != 1,
     };
+    // This machine's speed drifts by more than the target's 10 % between runs half an hour
+    // apart (docs/PERFORMANCE.md, fourth round), so the fresh baseline is this scenario's own:
+    // the same closed loop on its still empty stack, minutes before the one on history.
+    let mut fresh = Session::open(args, client, one_endpoint()).await?;
+    fresh
+        .closed_loop("closed loop, fresh", args.concurrency, seconds)
+        .await;
+    let fresh = steady_state(&fresh.finish().await?);
+    eprintln!("  fresh: {:.0} deliveries/s", fresh.deliveries_per_sec);
     let mut fill = Session::open(args, client, endpoints).await?;
     for endpoint in (1..100).step_by(20) {
         fill.receiver.set_behaviour(endpoint, Behaviour::Fail);
@@ -408,24 +423,33 @@ async fn history(args: &Args, client: &reqwest::Client, seconds: f64) -> Result<
     let started = Instant::now();
     fill.closed_loop_until("history", args.concurrency, args.history_events)
         .await;
-    let filled = fill.finish().await?;
+    // Only the fill's ledger is kept: its million deliveries' records would otherwise stay
+    // in the generator's memory through the measured loop, which a fresh run does not carry.
+    let filled = fill.finish().await?.account.ledger;
     let fill_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "  history: {} events in {fill_seconds:.0} s (ledger balanced: {})",
-        filled.account.ledger.accepted, filled.account.ledger.balanced
+        filled.accepted, filled.balanced
     );
-    let fresh = recorded_max(args);
     let mut session = Session::open(args, client, one_endpoint()).await?;
     session
         .closed_loop("closed loop on history", args.concurrency, seconds)
         .await;
     let finished = session.finish().await?;
     let findings = json!({
-        "history_events": filled.account.ledger.accepted,
-        "history_deliveries": filled.account.ledger.delivered,
-        "history_ledger": filled.account.ledger,
+        "history_events": filled.accepted,
+        "history_deliveries": filled.delivered,
+        "history_ledger": filled,
         "history_seconds": round2(fill_seconds),
-        "fresh_max_deliveries_per_sec": fresh,
+        "fresh": {
+            "deliveries_per_sec": fresh.deliveries_per_sec,
+            "cpu_us_per_delivery": fresh.cpu_us_per_delivery,
+            "accept_to_delivered_ms": fresh.accept_to_delivered_ms,
+        },
+        "change_from_fresh_percent": round2(
+            100.0 * (steady_state(&finished).deliveries_per_sec / fresh.deliveries_per_sec - 1.0)
+        ),
+        "max_json_deliveries_per_sec": recorded_max(args),
     });
     Ok((finished, Vec::new(), findings))
 }
