@@ -80,7 +80,7 @@ impl Session {
             1 << 16,
         )
         .await?;
-        let api_key = create_tenant(client, args).await?;
+        let (tenant_id, api_key) = create_tenant(client, args).await?;
         create_endpoints(client, args, &api_key, &receiver, &endpoints).await?;
         let ingest = Ingest::new(
             client.clone(),
@@ -91,7 +91,7 @@ impl Session {
             args.payload_bytes,
         );
         let lag = match args.servers() {
-            Some(servers) => Some(LagSampler::start(servers).await?),
+            Some(servers) => Some(LagSampler::start(servers, tenant_id).await?),
             None => None,
         };
         Ok(Self {
@@ -233,7 +233,11 @@ impl Session {
     }
 }
 
-async fn create_tenant(client: &reqwest::Client, args: &Args) -> Result<String> {
+/// The new tenant's id and API key.
+async fn create_tenant(
+    client: &reqwest::Client,
+    args: &Args,
+) -> Result<(herald_schemas::TenantId, String)> {
     let response = client
         .post(format!("{}/admin/v1/tenants", args.herald))
         .bearer_auth(&args.admin_token)
@@ -245,7 +249,15 @@ async fn create_tenant(client: &reqwest::Client, args: &Args) -> Result<String> 
         bail!("tenant not created: {}", response.text().await?);
     }
     let body: Value = response.json().await?;
-    Ok(body["api_key"].as_str().context("api_key")?.to_owned())
+    let tenant_id = body["tenant_id"]
+        .as_str()
+        .context("tenant_id")?
+        .parse()
+        .context("tenant_id")?;
+    Ok((
+        tenant_id,
+        body["api_key"].as_str().context("api_key")?.to_owned(),
+    ))
 }
 
 async fn create_endpoints(
