@@ -77,9 +77,17 @@ pub async fn ensure_not_ahead(
     Ok(())
 }
 
+/// Most payload bytes a batch gathers, whatever `max` says: an event may carry up to
+/// `HERALD_MAX_BODY_BYTES` (256 KiB by default), and a projection that lags fills its batch at
+/// once, so a bound on messages alone would let one batch of large events take gigabytes.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// Waits for a first message, then takes what else arrives within `window`, up to `max`
+/// messages or `max_bytes` of payload (the message that reaches it included).
 pub async fn next_batch(
     messages: &mut Ordered,
     max: usize,
+    max_bytes: usize,
     window: Duration,
     shutdown: &CancellationToken,
 ) -> Pulled {
@@ -96,11 +104,15 @@ pub async fn next_batch(
         None => return Pulled::Interrupted,
     };
     let mut batch = Vec::with_capacity(max.min(4096));
+    let mut bytes = first.payload.len();
     batch.push(first);
     let deadline = Instant::now() + window;
-    while batch.len() < max {
+    while batch.len() < max && bytes < max_bytes {
         match tokio::time::timeout_at(deadline, messages.next()).await {
-            Ok(Some(Ok(message))) => batch.push(message),
+            Ok(Some(Ok(message))) => {
+                bytes += message.payload.len();
+                batch.push(message);
+            }
             Ok(Some(Err(error))) => {
                 tracing::warn!(%error, "log pull interrupted mid-batch");
                 break;
@@ -133,7 +145,8 @@ pub(crate) async fn apply_log_through(
     let never = CancellationToken::new();
     let mut messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;
     while applied < target {
-        let mut batch = match next_batch(&mut messages, max, window, &never).await {
+        let mut batch = match next_batch(&mut messages, max, MAX_BATCH_BYTES, window, &never).await
+        {
             Pulled::Batch(batch) => batch,
             Pulled::Interrupted | Pulled::Shutdown => {
                 messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;

@@ -192,8 +192,14 @@ impl ClickHouseProjection {
                 Err(error) => return Err(error),
             };
             loop {
-                let pulled =
-                    next_batch(&mut messages, self.max_rows, self.flush_after, &shutdown).await;
+                let pulled = next_batch(
+                    &mut messages,
+                    self.max_rows,
+                    crate::batch::MAX_BATCH_BYTES,
+                    self.flush_after,
+                    &shutdown,
+                )
+                .await;
                 let batch = match pulled {
                     Pulled::Batch(batch) => batch,
                     Pulled::Interrupted => break,

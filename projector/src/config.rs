@@ -5,11 +5,12 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct ProjectorConfig {
-    /// Most log messages applied to Postgres in one transaction. A batch's statements are
-    /// round trips made one after another, so when every process is short of CPU the
-    /// projection keeps up only with batches large enough to carry the log's pace: at
-    /// 12 000 deliveries/s with fan-out 10, 1 000 fell behind by a second every eight
-    /// (docs/PERFORMANCE.md, fourth round).
+    /// Most log messages applied to Postgres in one transaction (and at most
+    /// `batch::MAX_BATCH_BYTES` of them). When every process is short of CPU the projection
+    /// keeps up only with batches large enough to carry the log's pace, and only a lagging
+    /// projection fills them: at 12 000 deliveries/s with fan-out 10, 1 000 fell behind by a
+    /// second every eight (fourth round); at 14 000/s, 4 000 fell behind too (lag p99 12 s)
+    /// where 16 000 kept it under 2 s (docs/PERFORMANCE.md, fifth round).
     pub postgres_batch_messages: usize,
     /// How long the Postgres projector waits to fill a batch once it has a first message.
     /// Each transaction costs Postgres about a millisecond of CPU whatever its size, so below
@@ -29,7 +30,7 @@ pub struct ProjectorConfig {
 impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
-            postgres_batch_messages: 4000,
+            postgres_batch_messages: 16_000,
             postgres_batch_window_ms: 100,
             clickhouse_batch_rows: 50_000,
             clickhouse_flush_ms: 1000,

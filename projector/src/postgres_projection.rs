@@ -58,7 +58,15 @@ pub async fn run(
         let mut applied_through = checkpoint;
         applied.set(applied_through);
         'reading: loop {
-            let batch = match next_batch(&mut messages, max_batch, window, &shutdown).await {
+            let batch = match next_batch(
+                &mut messages,
+                max_batch,
+                crate::batch::MAX_BATCH_BYTES,
+                window,
+                &shutdown,
+            )
+            .await
+            {
                 Pulled::Batch(batch) => batch,
                 Pulled::Interrupted => break,
                 Pulled::Shutdown => return Ok(()),
