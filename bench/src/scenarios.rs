@@ -162,9 +162,6 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     };
     let run = finished.run();
     let main = steady_state(&finished);
-    let lag = |pick: fn(&crate::projection_lag::LagSample) -> f64| {
-        Quantiles::of(finished.lag.iter().map(pick).collect())
-    };
     let seconds_total = (run.offset(Instant::now()).ceil() as usize).max(1);
     Ok(json!({
         "scenario": scenario.name(),
@@ -181,10 +178,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         "deliveries_per_sec": main.deliveries_per_sec,
         "accept_to_delivered_ms": main.accept_to_delivered_ms,
         "ingest_ms": main.ingest_ms,
-        "projection_lag_ms": {
-            "postgres": lag(|sample| sample.postgres_ms),
-            "clickhouse": lag(|sample| sample.clickhouse_ms),
-        },
+        "projection_lag_ms": projection_lag(&finished),
         "cpu_us_per_delivery": main.cpu_us_per_delivery,
         "written_bytes_per_delivery": main.written_bytes_per_delivery,
         "rss_mb": run.memory(),
@@ -405,9 +399,6 @@ async fn fanout10_at_target(args: &Args, client: &reqwest::Client, seconds: f64)
         .await;
     let finished = session.finish().await?;
     let measured = steady_state(&finished);
-    let lag = |pick: fn(&crate::projection_lag::LagSample) -> f64| {
-        Quantiles::of(finished.lag.iter().map(pick).collect())
-    };
     eprintln!(
         "  at the target: {:.0} deliveries/s",
         measured.deliveries_per_sec
@@ -418,12 +409,20 @@ async fn fanout10_at_target(args: &Args, client: &reqwest::Client, seconds: f64)
         "deliveries_per_sec": measured.deliveries_per_sec,
         "accept_to_delivered_ms": measured.accept_to_delivered_ms,
         "ingest_ms": measured.ingest_ms,
-        "projection_lag_ms": {
-            "postgres": lag(|sample| sample.postgres_ms),
-            "clickhouse": lag(|sample| sample.clickhouse_ms),
-        },
+        "projection_lag_ms": projection_lag(&finished),
         "cpu_us_per_delivery": measured.cpu_us_per_delivery,
     }))
+}
+
+/// Each projection's lag over a finished session, in ms.
+fn projection_lag(finished: &Finished) -> Value {
+    let lag = |pick: fn(&crate::projection_lag::LagSample) -> f64| {
+        Quantiles::of(finished.lag.iter().map(pick).collect())
+    };
+    json!({
+        "postgres": lag(|sample| sample.postgres_ms),
+        "clickhouse": lag(|sample| sample.clickhouse_ms),
+    })
 }
 
 /// Every delivery of a finished session's load, less its first fifth (at most 5 s) while
