@@ -4,6 +4,7 @@
 //! process on the machine (Herald and each server). Writes `<results-dir>/<scenario>.json`;
 //! `bench/run.sh` starts Herald for it and draws the plots. Scenarios: see [`scenarios`].
 
+mod filled_log;
 mod ledger;
 mod load;
 mod maxima;
