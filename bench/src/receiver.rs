@@ -77,9 +77,9 @@ impl Receiver {
         listener.set_nonblocking(true)?;
         let base_url = format!("http://{}/hook", listener.local_addr()?);
         // The receiver answers on threads of its own, as a customer's receiver runs apart
-        // from the service that sends events: on the sender's runtime, the sender's tasks
-        // queued behind tens of thousands of arrivals a second, and ingest latency measured
-        // that queue as Herald's.
+        // from the service that sends events: on the sender's runtime, arrivals queued
+        // behind the sender's tasks, and that queue read as a slow endpoint holding Herald's
+        // slots (docs/PERFORMANCE.md, fifth round: `efficiency` at 100 %).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RECEIVER_THREADS)
             .thread_name("receiver")

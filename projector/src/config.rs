@@ -9,8 +9,8 @@ pub struct ProjectorConfig {
     /// `batch::MAX_BATCH_BYTES` of them). When every process is short of CPU the projection
     /// keeps up only with batches large enough to carry the log's pace, and only a lagging
     /// projection fills them: at 12 000 deliveries/s with fan-out 10, 1 000 fell behind by a
-    /// second every eight (fourth round); at 14 000/s, 4 000 fell behind too (lag p99 12 s)
-    /// where 16 000 kept it under 2 s (docs/PERFORMANCE.md, fifth round).
+    /// second every eight (fourth round); at 14 800/s, 4 000 fell behind for good (lag p99
+    /// 12 s), where 16 000 held 1.9 s at 13 400/s (docs/PERFORMANCE.md, fifth round).
     pub postgres_batch_messages: usize,
     /// How long the Postgres projector waits to fill a batch once it has a first message.
     /// Each transaction costs Postgres about a millisecond of CPU whatever its size, so below
