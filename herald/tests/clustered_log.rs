@@ -26,6 +26,12 @@ const AFTER_KILL: usize = 150;
 const MAX_EVENTS: usize = 2_000;
 const EVENT_EVERY: Duration = Duration::from_millis(10);
 const ONE_EVENT_WITHIN: Duration = Duration::from_secs(60);
+/// The delivery consumer's ack wait (`HERALD_ACK_WAIT_MS`, default): a message whose
+/// acknowledgement died with the server is handed out again only after it.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Delivery must resume well before the ack wait: resuming only when it has passed means the
+/// messages handed out after the election reached no reader (a regression seen once: 60 s).
+const RESUME_WITHIN: Duration = Duration::from_secs(30);
 
 /// One event the client got a 202 for.
 #[derive(Clone, Debug)]
@@ -509,16 +515,23 @@ async fn killing_the_log_stream_leader_loses_no_accepted_event() -> anyhow::Resu
         cluster.log_tails()
     );
     all_delivered?;
+    let resumed = first_delivery_of_new_event
+        .ok_or_else(|| anyhow::anyhow!("no event sent after the kill was delivered"))?;
     assert!(
-        first_delivery_of_new_event.is_some(),
-        "no event sent after the kill was delivered"
+        resumed < RESUME_WITHIN,
+        "delivery of new events resumed {} after the kill, not within {RESUME_WITHIN:?}",
+        seconds(resumed)
     );
 
-    // The projector's readers of the log survived the kill too: the read model knows.
+    // The projector's readers of the log survived the kill too: the read model knows. An
+    // event whose attempt record or acknowledgement was in flight to the killed server is
+    // handed out again after the ack wait, and only its new attempt completes it there.
     let pool = api.postgres().await?;
     let ids: Vec<String> = accepted_ids.iter().cloned().collect();
     let projected = wait_until(
-        Duration::from_secs(60),
+        (ACK_WAIT + Duration::from_secs(30))
+            .saturating_sub(killed_at.elapsed())
+            .max(Duration::from_secs(10)),
         "the read model to show every accepted event delivered",
         || async {
             let delivered: i64 = sqlx::query_scalar(

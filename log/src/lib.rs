@@ -255,13 +255,18 @@ impl DurableConsumer {
     }
 }
 
+/// How long [`is_lost`] waits for the server's answer. A server that knows nothing of the
+/// consumer says so at once; no answer means an election or a reconnection is under way, and
+/// pulling again sooner resumes sooner than waiting out the request's own timeout.
+const LOST_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Whether the server no longer knows `consumer` (deleted, or lost with the server's state),
 /// as opposed to being unreachable for a while.
 pub async fn is_lost(consumer: &PullConsumer) -> bool {
     use jetstream::context::ConsumerInfoErrorKind;
     matches!(
-        consumer.get_info().await,
-        Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound
+        tokio::time::timeout(LOST_CHECK_TIMEOUT, consumer.get_info()).await,
+        Ok(Err(error)) if error.kind() == ConsumerInfoErrorKind::NotFound
     )
 }
 
@@ -321,6 +326,11 @@ where
                 None => break,
             }
         }
+        // Drop the stream before anything else awaits: while it lives, its task sends pull
+        // requests of its own (on reconnecting, or when one expires), and what the log hands
+        // to those waits unread in its inbox, to come back only after the consumer's ack wait.
+        // After a server loss that was a minute without deliveries.
+        drop(messages);
         if is_lost(consumer).await {
             return Consumed::ConsumerLost;
         }
