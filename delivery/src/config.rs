@@ -84,6 +84,7 @@ impl DeliveryConfig {
             failure_threshold: self.breaker_failure_threshold.max(1),
             open_for: Duration::from_millis(self.breaker_open_ms),
             max_open_for: Duration::from_millis(self.breaker_max_open_ms.max(self.breaker_open_ms)),
+            probe_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         }
     }
 

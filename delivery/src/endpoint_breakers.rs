@@ -35,7 +35,7 @@ impl EndpointBreakers {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let breakers = self.breakers.lock().ok()?;
-        breakers.get(&endpoint_id)?.parked_until(now)
+        breakers.get(&endpoint_id)?.parked_until(&self.policy, now)
     }
 
     /// An endpoint without an entry has a closed breaker: nothing is stored for it.
@@ -43,7 +43,7 @@ impl EndpointBreakers {
         self.change(endpoint_id, |breakers| {
             breakers
                 .get_mut(&endpoint_id)
-                .map_or(Admission::Send, |breaker| breaker.admit(now))
+                .map_or(Admission::Send, |breaker| breaker.admit(&self.policy, now))
         })
         .unwrap_or(Admission::Send)
     }
@@ -212,6 +212,7 @@ mod tests {
             failure_threshold: 2,
             open_for: std::time::Duration::ZERO,
             max_open_for: std::time::Duration::ZERO,
+            probe_timeout: std::time::Duration::ZERO,
         });
         let (failing, elsewhere) = (EndpointId::generate(), EndpointId::generate());
         let now = Utc::now();
