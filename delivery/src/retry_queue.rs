@@ -3,7 +3,8 @@
 //!
 //! JetStream 2.9 has no per-message delivery time, so retries wait on a few *delay tiers*:
 //! subject `<ns>.retries.<tier>` holds messages that become actionable `tier.delay` after
-//! they were appended, or at their due time if that comes first. A retry not actionable yet
+//! they were appended, or at their due time if that comes first; the shortest tier holds every
+//! wait under ten seconds until its due time (`actionable_at`). A retry not actionable yet
 //! goes back to its tier until it is (a NAK with that delay); one due later than the tier's
 //! delay is moved on to the tier that fits what is left (a timing wheel made of streams); one
 //! due within a second is held in memory, still unacknowledged, until its time. Each retry is
@@ -55,6 +56,28 @@ pub fn tier_for(wait: Duration) -> RetryTier {
         .find(|tier| tier.delay <= wait)
         .copied()
         .unwrap_or(TIERS[0])
+}
+
+/// When a retry on `tier`, appended at `appended_at` and due at `due_at`, is to be acted on:
+/// attempted (held in memory if due within a second) or moved on to a longer tier. Until
+/// then it waits in its tier as a NAK with that delay.
+///
+/// In every tier but the shortest, that is `tier.delay` after the append (or the due time if
+/// earlier), so a long wait hops through a handful of tiers. The shortest tier takes every
+/// wait under the next tier's delay (10 s), and there a retry waits for its due time in one
+/// NAK: hopping once a second, a delivery parked for a few seconds behind an open breaker
+/// cost an append, two reads and an acknowledgement per second it waited, and with thousands
+/// parked those hops took more CPU than the healthy endpoints' deliveries (`failing`).
+pub fn actionable_at(
+    tier: RetryTier,
+    appended_at: chrono::DateTime<Utc>,
+    due_at: chrono::DateTime<Utc>,
+) -> chrono::DateTime<Utc> {
+    let horizon = match tier == TIERS[0] {
+        true => TIERS[1].delay,
+        false => tier.delay,
+    };
+    due_at.min(appended_at + chrono::Duration::from_std(horizon).unwrap_or_default())
 }
 
 /// Puts retries on the tier that fits their due time.
@@ -129,6 +152,29 @@ impl RetryScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A retry is acted on no later than due, and hops at most once per tier it passes:
+        /// in the tier `tier_for` puts it on, it waits either until due or for that tier's
+        /// whole delay (the shortest tier: until due).
+        #[test]
+        fn a_retry_waits_in_its_tier_until_due_or_for_the_tiers_delay(
+            wait_ms in 0i64..(7 * 86_400_000),
+        ) {
+            let appended_at = chrono::Utc::now();
+            let due_at = appended_at + chrono::Duration::milliseconds(wait_ms);
+            let tier = tier_for(Duration::from_millis(wait_ms as u64));
+            let at = actionable_at(tier, appended_at, due_at);
+            prop_assert!(at <= due_at);
+            let delay = chrono::Duration::milliseconds(tier.delay.as_millis() as i64);
+            if tier == TIERS[0] {
+                prop_assert_eq!(at, due_at, "the shortest tier waits until due, in one NAK");
+            } else {
+                prop_assert_eq!(at, appended_at + delay);
+            }
+        }
+    }
 
     #[test]
     fn waits_go_to_the_longest_tier_that_does_not_overshoot() {

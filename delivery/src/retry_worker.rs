@@ -2,7 +2,7 @@
 //! attempts them as unordered deliveries.
 
 use crate::attempt::DeliveryJob;
-use crate::retry_queue::RetryTier;
+use crate::retry_queue::{actionable_at, RetryTier, TIERS};
 use crate::stopping::{pause, HAND_BACK_DELAY};
 use crate::unordered::UnorderedDeliveries;
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
@@ -49,7 +49,11 @@ impl RetryWorker {
             name: format!("retry_{}", tier.name),
             filter_subject: namespace.retry_subject(tier.name),
             ack_wait: self.ack_wait,
-            max_ack_pending: 10_000,
+            max_ack_pending: match tier == TIERS[0] {
+                // Every retry in it waits as a NAK until due (`actionable_at`).
+                true => 50_000,
+                false => 10_000,
+            },
         }
         .open(&self.retry_stream, DeliverPolicy::All)
         .await
@@ -132,9 +136,7 @@ impl RetryWorker {
                 |info| DateTime::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
             )
             .unwrap_or(now);
-        let actionable_at = retry
-            .due_at
-            .min(appended_at + chrono::Duration::from_std(tier.delay).unwrap_or_default());
+        let actionable_at = actionable_at(tier, appended_at, retry.due_at);
         let until_actionable = (actionable_at - now).to_std().unwrap_or(Duration::ZERO);
         let until_due = (retry.due_at - now).to_std().unwrap_or(Duration::ZERO);
         // A retry due within the hold is taken whether or not it is its tier's head: in the
@@ -145,17 +147,23 @@ impl RetryWorker {
             return;
         }
         if until_due > HOLD_IN_MEMORY {
-            match self.deliveries.retries().schedule(&retry).await {
-                Ok(()) => {
-                    let _ = message.ack().await;
+            // Moved on apart from this loop: awaited here, each move waited for its append's
+            // acknowledgement (the grouped writes' linger and a round trip), capping a tier at
+            // ~150 moves a second. Behind an open breaker thousands of parked deliveries hop
+            // through the shortest tier; the retries due behind them came out seconds late,
+            // then all at once, and stalled delivery for every endpoint (`failing`).
+            let worker = self.clone();
+            tracker.spawn(async move {
+                match worker.deliveries.retries().schedule(&retry).await {
+                    Ok(()) => worker.deliveries.publisher().ack_grouped(message).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not move retry to its next tier");
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "could not move retry to its next tier");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
-            }
+            });
             return;
         }
         let worker = self.clone();
