@@ -196,12 +196,11 @@ pub async fn create_database(server_url: &str, database: &str) -> Result<()> {
     Ok(())
 }
 
+/// Names a test's databases and namespaces. Sub-second clock readings XORed with the pid were
+/// not enough: two tests of one binary, started together, once drew the same name
+/// (`CREATE DATABASE` failed with a duplicate key).
 pub fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
+    rand::random()
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `deadline`.
