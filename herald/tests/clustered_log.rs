@@ -28,7 +28,9 @@ const EVENT_EVERY: Duration = Duration::from_millis(10);
 const ONE_EVENT_WITHIN: Duration = Duration::from_secs(60);
 /// The delivery consumer's ack wait (`HERALD_ACK_WAIT_MS`, default): a message whose
 /// acknowledgement died with the server is handed out again only after it.
-const ACK_WAIT: Duration = Duration::from_secs(60);
+fn ack_wait() -> Duration {
+    Duration::from_millis(herald_delivery::config::DeliveryConfig::default().ack_wait_ms)
+}
 /// Delivery must resume well before the ack wait: resuming only when it has passed means the
 /// messages handed out after the election reached no reader (a regression seen once: 60 s).
 const RESUME_WITHIN: Duration = Duration::from_secs(30);
@@ -529,7 +531,7 @@ async fn killing_the_log_stream_leader_loses_no_accepted_event() -> anyhow::Resu
     let pool = api.postgres().await?;
     let ids: Vec<String> = accepted_ids.iter().cloned().collect();
     let projected = wait_until(
-        (ACK_WAIT + Duration::from_secs(30))
+        (ack_wait() + Duration::from_secs(30))
             .saturating_sub(killed_at.elapsed())
             .max(Duration::from_secs(10)),
         "the read model to show every accepted event delivered",
