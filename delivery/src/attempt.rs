@@ -6,6 +6,7 @@
 //! Unordered deliveries and ordered endpoints' lanes differ in where a delivery waits and
 //! what it is charged; each says so through its own [`Sequencing`].
 
+use crate::attempt_record;
 use crate::circuit_breaker::{Admission, Transition};
 use crate::config::DeliveryConfig;
 use crate::endpoint_breakers::EndpointBreakers;
@@ -136,6 +137,8 @@ pub struct AttemptRunner {
     per_endpoint: EndpointConcurrency,
     breakers: EndpointBreakers,
     rate_limits: KeyedBuckets<EndpointId>,
+    /// How long an attempt's record is appended again while the log cannot take it.
+    record_persistence: Duration,
 }
 
 impl AttemptRunner {
@@ -164,6 +167,10 @@ impl AttemptRunner {
             ),
             breakers: EndpointBreakers::new(config.breaker_policy()),
             rate_limits: Default::default(),
+            record_persistence: attempt_record::persistence(
+                Duration::from_millis(config.ack_wait_ms),
+                Duration::from_millis(config.request_timeout_ms),
+            ),
         }
     }
 
@@ -431,12 +438,13 @@ impl AttemptRunner {
         );
         let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
         let message = LogMessage::AttemptRecorded(record);
-        let recorded = async {
-            match sequencing.record_may_wait() {
-                true => self.publisher.publish_grouped(subject, &message).await,
-                false => self.publisher.publish(subject, &message).await,
-            }
-        };
+        let recorded = attempt_record::append(
+            &self.publisher,
+            subject,
+            &message,
+            sequencing.record_may_wait(),
+            self.record_persistence,
+        );
         match decision.next_attempt_at {
             Some(due_at) => {
                 let scheduled = sequencing.schedule_retry(job, due_at);

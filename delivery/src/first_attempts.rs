@@ -94,11 +94,11 @@ async fn deliver_event(
     tokio::select! {
         results = futures::future::join_all(attempts) => {
             let failures = results.iter().filter(|result| result.is_err()).count();
-            if failures == 0 {
-                deliveries.publisher().ack_grouped(message).await;
-            } else {
-                tracing::warn!(event_id = %event.event_id, failures, "attempts not recorded; event handed back");
+            if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
+                tracing::warn!(event_id = %event.event_id, failures, %error, "attempts not recorded; event handed back");
                 let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            } else {
+                deliveries.publisher().ack_grouped(message).await;
             }
         }
         () = hard_stop.cancelled() => {

@@ -3,6 +3,7 @@
 //! through it.
 
 pub mod attempt;
+pub mod attempt_record;
 pub mod busy_backlogs;
 pub mod circuit_breaker;
 pub mod classify;

@@ -52,6 +52,21 @@ impl LogError {
             Self::WriterStopped(_) => true,
         }
     }
+
+    /// Whether the log certainly did not take the message: no stream was there to take it
+    /// (its leader is being elected; the server answered "no responders"), or the client
+    /// never sent it. A timeout or a connection lost after sending leaves it unknown.
+    pub fn surely_not_appended(&self) -> bool {
+        use jetstream::context::PublishErrorKind;
+        match self {
+            Self::Publish(error) => matches!(
+                error.kind(),
+                PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending
+            ),
+            // The writer may have stopped after sending it.
+            Self::WriterStopped(_) | Self::Stream { .. } | Self::Consumer { .. } => false,
+        }
+    }
 }
 
 pub mod event_reader;
@@ -457,5 +472,17 @@ mod tests {
         };
         assert!(consumer(ConsumerErrorKind::Request).is_retryable());
         assert!(!consumer(ConsumerErrorKind::InvalidName).is_retryable());
+    }
+
+    #[test]
+    fn only_an_append_nobody_took_is_surely_not_appended() {
+        let publish = |kind| LogError::Publish(jetstream::context::PublishError::new(kind));
+        assert!(publish(PublishErrorKind::StreamNotFound).surely_not_appended());
+        assert!(publish(PublishErrorKind::MaxAckPending).surely_not_appended());
+        // Sent, and then nothing heard: it may be in the log.
+        assert!(!publish(PublishErrorKind::TimedOut).surely_not_appended());
+        assert!(!publish(PublishErrorKind::BrokenPipe).surely_not_appended());
+        assert!(!publish(PublishErrorKind::Other).surely_not_appended());
+        assert!(!LogError::WriterStopped(grouped_writes::WriterStopped).surely_not_appended());
     }
 }
