@@ -4,6 +4,7 @@
 
 use async_nats::jetstream::{self, stream};
 use herald_projector::batch::{next_batch, read_from, Pulled};
+use herald_projector::reader_watch::ReaderWatch;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -45,10 +46,11 @@ async fn batches(
             .await?;
     }
     let never = CancellationToken::new();
+    let reader = ReaderWatch::default();
     let window = Duration::from_secs(2);
     let mut messages = read_from(log, String::new(), 1).await?;
     let mut next = async |max: usize, max_bytes: usize| -> anyhow::Result<usize> {
-        match next_batch(&mut messages, max, max_bytes, window, &never).await {
+        match next_batch(&mut messages, max, max_bytes, window, &never, &reader).await {
             Pulled::Batch(batch) => Ok(batch.len()),
             Pulled::Interrupted | Pulled::Shutdown => anyhow::bail!("the log read stopped"),
         }

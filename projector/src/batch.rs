@@ -3,6 +3,7 @@
 //! cheap: one transaction or one insert per batch, one acknowledgement per batch.
 
 use crate::error::ProjectorError;
+use crate::reader_watch::ReaderWatch;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, Message};
@@ -83,17 +84,26 @@ pub async fn ensure_not_ahead(
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Waits for a first message, then takes what else arrives within `window`, up to `max`
-/// messages or `max_bytes` of payload (the message that reaches it included).
+/// messages or `max_bytes` of payload (the message that reaches it included). Interrupted if
+/// `reader` is asked to reopen while waiting for the first.
 pub async fn next_batch(
     messages: &mut Ordered,
     max: usize,
     max_bytes: usize,
     window: Duration,
     shutdown: &CancellationToken,
+    reader: &ReaderWatch,
 ) -> Pulled {
     let first = tokio::select! {
         next = messages.next() => next,
         () = shutdown.cancelled() => return Pulled::Shutdown,
+        () = reader.reopen_asked() => {
+            tracing::warn!(
+                stalled_after = ?crate::reader_watch::STALLED_AFTER,
+                "the log reader handed out nothing while the log is ahead; reading again from the checkpoint"
+            );
+            return Pulled::Interrupted;
+        }
     };
     let first = match first {
         Some(Ok(message)) => message,
@@ -145,8 +155,16 @@ pub(crate) async fn apply_log_through(
     let never = CancellationToken::new();
     let mut messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;
     while applied < target {
-        let mut batch = match next_batch(&mut messages, max, MAX_BATCH_BYTES, window, &never).await
-        {
+        let pulled = next_batch(
+            &mut messages,
+            max,
+            MAX_BATCH_BYTES,
+            window,
+            &never,
+            &ReaderWatch::default(),
+        )
+        .await;
+        let mut batch = match pulled {
             Pulled::Batch(batch) => batch,
             Pulled::Interrupted | Pulled::Shutdown => {
                 messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;

@@ -27,6 +27,7 @@ use crate::batch::{next_batch, read_from, sequence, Pulled};
 use crate::clickhouse_hold::{Held, WriteHold};
 use crate::error::ProjectorError;
 use crate::lag::AppliedPosition;
+use crate::reader_watch::ReaderWatch;
 use async_nats::jetstream::{self, Message};
 use clickhouse::Row;
 use herald_schemas::{AttemptOutcome, AttemptRecorded, LogMessage};
@@ -137,6 +138,8 @@ pub struct ClickHouseProjection {
     pub flush_after: Duration,
     /// Told each position reached (for the lag gauges).
     pub applied: AppliedPosition,
+    /// Asks for a new log reader when the current one is stuck.
+    pub reader: ReaderWatch,
 }
 
 /// Where a projector resumes and what it writes under.
@@ -171,13 +174,25 @@ impl ClickHouseProjection {
                 hold,
                 mut applied_through,
             } = resumed;
-            // Any error here stops the projector, a log that cannot be read for now included.
-            crate::batch::ensure_not_ahead(
+            // A log that cannot answer for now (a leader election) is waited for; a log that
+            // ends before what was applied stops the projector.
+            let checked = crate::batch::ensure_not_ahead(
                 &log_stream,
                 applied_through,
                 "the ClickHouse projection",
             )
-            .await?;
+            .await;
+            match checked {
+                Ok(()) => {}
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "cannot check the log against the checkpoint; retrying");
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
             self.applied.set(applied_through);
             let start = applied_through + 1;
             let mut messages = match read_from(&log_stream, attempts_filter.clone(), start).await {
@@ -198,6 +213,7 @@ impl ClickHouseProjection {
                     crate::batch::MAX_BATCH_BYTES,
                     self.flush_after,
                     &shutdown,
+                    &self.reader,
                 )
                 .await;
                 let batch = match pulled {

@@ -12,9 +12,11 @@
 //!   a growing lag even when the log was quiet before the message it is stuck on.
 //!
 //! The projections publish how far they got (`AppliedPosition`); sampling costs one stream-info
-//! request per interval, and one message lookup for each projection that is behind.
+//! request per interval, and one message lookup for each projection that is behind. A
+//! projection behind and not moving gets a new log reader (`reader_watch`).
 
 use crate::error::ProjectorError;
+use crate::reader_watch::{ReaderWatch, StallDetector};
 use async_nats::jetstream;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +53,8 @@ pub struct Projection {
     /// The subjects it reads (`>` for all of them).
     pub filter_subject: String,
     pub applied: AppliedPosition,
+    /// Told when the projection is behind and has not moved for a while: its reader is stuck.
+    pub reader: ReaderWatch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,6 +93,10 @@ pub async fn sample(
     projections: Vec<Projection>,
     shutdown: CancellationToken,
 ) {
+    let mut detectors: Vec<StallDetector> = projections
+        .iter()
+        .map(|_| StallDetector::default())
+        .collect();
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -104,7 +112,7 @@ pub async fn sample(
                 continue;
             }
         };
-        for projection in &projections {
+        for (projection, detector) in projections.iter().zip(&mut detectors) {
             let Some(applied) = projection.applied.get() else {
                 continue;
             };
@@ -115,6 +123,14 @@ pub async fn sample(
                         lag.messages,
                         lag.behind,
                     );
+                    if detector.stalled(applied, lag.messages, std::time::Instant::now()) {
+                        tracing::debug!(
+                            projection = projection.label,
+                            applied,
+                            "projection stalled"
+                        );
+                        projection.reader.reopen();
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(projection = projection.label, %error, "could not sample the lag");

@@ -13,6 +13,7 @@ pub mod lag;
 pub mod maintenance;
 pub mod postgres_projection;
 pub mod postgres_rows;
+pub mod reader_watch;
 pub mod rebuild;
 pub mod reconcile;
 pub mod replays_projection;
@@ -24,6 +25,7 @@ pub use error::ProjectorError;
 use crate::clickhouse_projection::ClickHouseProjection;
 use crate::lag::{AppliedPosition, Projection};
 use crate::maintenance::Maintenance;
+use crate::reader_watch::ReaderWatch;
 use async_nats::jetstream;
 use herald_schemas::Namespace;
 use sqlx::PgPool;
@@ -54,6 +56,7 @@ pub async fn run(
         .map_err(|error| ProjectorError::log("cannot open the log stream", error))?;
     let postgres_applied = AppliedPosition::default();
     let clickhouse_applied = AppliedPosition::default();
+    let (postgres_reader, clickhouse_reader) = (ReaderWatch::default(), ReaderWatch::default());
     let lag_sampling = tokio::spawn(lag::sample(
         log_stream.clone(),
         vec![
@@ -61,11 +64,13 @@ pub async fn run(
                 label: "postgres",
                 filter_subject: ">".to_owned(),
                 applied: postgres_applied.clone(),
+                reader: postgres_reader.clone(),
             },
             Projection {
                 label: "clickhouse",
                 filter_subject: namespace.attempts_filter(),
                 applied: clickhouse_applied.clone(),
+                reader: clickhouse_reader.clone(),
             },
         ],
         shutdown.clone(),
@@ -77,6 +82,7 @@ pub async fn run(
         config.postgres_batch_messages,
         Duration::from_millis(config.postgres_batch_window_ms),
         postgres_applied,
+        postgres_reader,
         shutdown.clone(),
     );
     let token = shutdown.clone();
@@ -87,6 +93,7 @@ pub async fn run(
         max_rows: config.clickhouse_batch_rows,
         flush_after: Duration::from_millis(config.clickhouse_flush_ms),
         applied: clickhouse_applied,
+        reader: clickhouse_reader,
     }
     .run(log_stream, namespace.attempts_filter(), shutdown.clone());
     let token = shutdown.clone();

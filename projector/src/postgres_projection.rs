@@ -13,6 +13,7 @@ use crate::lag::AppliedPosition;
 use crate::postgres_rows::{
     words, AttemptRows, Deferrals, DeliveryUpdates, EventRows, NewDeliveryRows,
 };
+use crate::reader_watch::ReaderWatch;
 use crate::replays_projection::{self, ReplayChanges};
 use crate::status_sql::{event_status_case, in_list};
 use async_nats::jetstream::{self, Message};
@@ -24,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// `name` is the checkpoint key (`Namespace::postgres_checkpoint`): one per log stream, so
 /// installations (namespaces) sharing a database keep separate positions. `applied` is told
-/// each checkpoint committed (for the lag gauges).
+/// each checkpoint committed (for the lag gauges); `reader` asks for a new log reader when
+/// the current one is stuck.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pool: PgPool,
     name: String,
@@ -32,6 +35,7 @@ pub async fn run(
     max_batch: usize,
     window: Duration,
     applied: AppliedPosition,
+    reader: ReaderWatch,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
     while !shutdown.is_cancelled() {
@@ -44,8 +48,17 @@ pub async fn run(
             }
             Err(error) => return Err(error),
         };
-        // Any error here stops the projector, a log that cannot be read for now included.
-        crate::batch::ensure_not_ahead(&log_stream, checkpoint, &name).await?;
+        // A log that cannot answer for now (a leader election) is waited for; a log that
+        // ends before the checkpoint stops the projector.
+        match crate::batch::ensure_not_ahead(&log_stream, checkpoint, &name).await {
+            Ok(()) => {}
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "cannot check the log against the checkpoint; retrying");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
         let mut messages = match read_from(&log_stream, String::new(), checkpoint + 1).await {
             Ok(messages) => messages,
             Err(error) if error.is_retryable() => {
@@ -64,6 +77,7 @@ pub async fn run(
                 crate::batch::MAX_BATCH_BYTES,
                 window,
                 &shutdown,
+                &reader,
             )
             .await
             {

@@ -73,7 +73,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `size` clustered servers (file storage) and waits until their JetStream meta
-    /// group has a leader that every server follows.
+    /// group has a leader that every server follows. One server runs standalone, and is
+    /// waited for until its JetStream answers.
     pub async fn start(size: usize) -> Result<Self> {
         anyhow::ensure!((1..=5).contains(&size), "a cluster of 1 to 5 servers");
         let directory = std::env::temp_dir().join(format!(
@@ -156,6 +157,14 @@ impl NatsCluster {
     pub async fn wait_until_formed(&self, deadline: Duration) -> Result<String> {
         let http = crate::http_client();
         let running: Vec<&NatsNode> = self.nodes.iter().filter(|node| node.is_running()).collect();
+        if let [alone] = self.nodes.as_slice() {
+            let result = wait_until(deadline, "the server's JetStream", || async {
+                let state = alone.jetstream_state(&http).await?;
+                state["config"].is_object().then(|| alone.name.clone())
+            })
+            .await;
+            return result.map_err(|error| anyhow::anyhow!("{error}\n{}", self.log_tails()));
+        }
         let result = wait_until(
             deadline,
             "the JetStream meta group to elect a leader",
@@ -237,10 +246,17 @@ fn server_config(
         "server_name: \"{name}\"\n\
          listen: \"127.0.0.1:{client_port}\"\n\
          http: \"127.0.0.1:{monitor_port}\"\n\
-         jetstream {{\n  store_dir: \"{store_dir}\"\n}}\n\
-         cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
-         routes: [{routes}]\n}}\n",
+         jetstream {{\n  store_dir: \"{store_dir}\"\n}}\n{cluster}",
         store_dir = store_dir.display(),
+        // One server is a standalone JetStream server: a cluster needs routes.
+        cluster = if routes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
+                 routes: [{routes}]\n}}\n"
+            )
+        },
     )
 }
 

@@ -184,6 +184,11 @@ impl HeraldProcess {
         Ok(process)
     }
 
+    /// How the process ended, if it has (it is never meant to end on its own).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
