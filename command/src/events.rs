@@ -131,6 +131,14 @@ async fn accept(
     }
     let idempotency_key = idempotency_key(headers, request.idempotency_key.as_deref())?;
     validate_schedule(&request, Utc::now())?;
+    // Without a connection the append would wait out the client's 5 s timeout in its buffer
+    // and fail anyway; say so at once, so that callers and their timeouts are not held.
+    if !state.publisher.is_connected() {
+        return Err(ApiError::Unavailable(
+            "the event log is unreachable; retry shortly (with the same idempotency key)"
+                .to_owned(),
+        ));
+    }
     let endpoint_ids = route(&state, tenant_id, &request).await?;
 
     if let Some(key) = idempotency_key.as_deref() {

@@ -132,6 +132,12 @@ impl LogPublisher {
         &self.namespace
     }
 
+    /// Whether the connection to the log is up now (an append may still fail: the stream may
+    /// be electing a leader).
+    pub fn is_connected(&self) -> bool {
+        self.jetstream.client().connection_state() == async_nats::connection::State::Connected
+    }
+
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
     }

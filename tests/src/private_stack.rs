@@ -64,6 +64,20 @@ impl PrivateStack {
         format!("http://127.0.0.1:{}", self.clickhouse_http_port)
     }
 
+    /// SIGSTOP to the NATS server: its connections stay open and what is sent to it waits
+    /// unanswered, as with a server that hangs (a kill ends it as usual).
+    pub fn pause_nats(&self) -> Result<()> {
+        let pid = read_pid(&self.dir.join("nats/nats.pid"))?;
+        let status = Command::new("kill")
+            .arg("-STOP")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -STOP {pid} failed");
+        }
+        Ok(())
+    }
+
     /// SIGKILL, with no chance to flush or clean up. For PostgreSQL the postmaster and every
     /// backend die at once, as in a crash of the machine's database process tree.
     pub fn kill(&self, server: Server) -> Result<()> {
