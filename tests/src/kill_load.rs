@@ -178,6 +178,8 @@ pub struct LogContents {
     pub events: HashMap<String, usize>,
     /// Attempt id → how many `attempt.recorded` messages (any version) carry it.
     pub attempts: HashMap<String, usize>,
+    /// Event id → the stream sequence of its (last) `event.accepted.v1` message.
+    pub event_sequences: HashMap<String, u64>,
 }
 
 /// Reads the whole log stream of `api`'s Herald.
@@ -214,7 +216,10 @@ pub async fn read_log(api: &Api) -> Result<LogContents> {
                 .to_owned()
         };
         match decoded["type"].as_str() {
-            Some("event.accepted.v1") => *contents.events.entry(id("event_id")).or_default() += 1,
+            Some("event.accepted.v1") => {
+                *contents.events.entry(id("event_id")).or_default() += 1;
+                contents.event_sequences.insert(id("event_id"), sequence);
+            }
             Some("attempt.recorded.v1" | "attempt.recorded.v2") => {
                 *contents.attempts.entry(id("attempt_id")).or_default() += 1
             }
@@ -277,20 +282,21 @@ pub async fn check_nothing_lost(
     let pool = api.postgres().await?;
     let tenant_id = uuid::Uuid::parse_str(&tenant.tenant_id)?;
     // Every delivery ends (the receiver fails one request in ten; the retry policy allows
-    // enough attempts), so none may be left waiting.
-    wait_until(within, "every delivery succeeded and every event delivered", || async {
-        let (unfinished, undelivered): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
+    // enough attempts), so none may be left waiting. The last events may be projected after
+    // they were delivered: the wait is also for as many events as were accepted.
+    let _ = wait_until(within, "every delivery succeeded and every event delivered", || async {
+        let (events, unfinished, undelivered): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE tenant_id = $1), \
+                    (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
                     (SELECT count(*) FROM events WHERE tenant_id = $1 AND status <> 'delivered')",
         )
         .bind(tenant_id)
         .fetch_one(&pool)
         .await
         .ok()?;
-        (unfinished == 0 && undelivered == 0).then_some(())
+        (events as usize >= accepted.len() && unfinished == 0 && undelivered == 0).then_some(())
     })
-    .await
-    .with_context(|| "deliveries left unfinished (overdue or never attempted)")?;
+    .await;
 
     let events: Vec<(uuid::Uuid,)> =
         sqlx::query_as("SELECT event_id FROM events WHERE tenant_id = $1")
@@ -298,11 +304,45 @@ pub async fn check_nothing_lost(
             .fetch_all(&pool)
             .await?;
     let stored: HashSet<String> = events.iter().map(|(id,)| id.to_string()).collect();
+    if stored.len() != accepted.len() || !accepted.iter().all(|id| stored.contains(*id)) {
+        // Where the missing ones are in the log, and how far the projector got.
+        let log = read_log(api).await.ok();
+        let missing: Vec<(&str, Option<u64>)> = accepted
+            .iter()
+            .filter(|id| !stored.contains(**id))
+            .take(10)
+            .map(|id| {
+                let sequence = log
+                    .as_ref()
+                    .and_then(|log| log.event_sequences.get(*id).copied());
+                (id.as_str(), sequence)
+            })
+            .collect();
+        let checkpoints: Vec<(String, i64)> =
+            sqlx::query_as("SELECT projector, stream_sequence FROM projector_checkpoints")
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+        bail!(
+            "Postgres holds {} events, {} were accepted; missing (event id, log sequence): \
+             {missing:?}; the log holds {:?} of the events; projector checkpoints {checkpoints:?}",
+            stored.len(),
+            accepted.len(),
+            log.map(|log| log.events.len())
+        );
+    }
+
+    let (unfinished, undelivered): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
+                (SELECT count(*) FROM events WHERE tenant_id = $1 AND status <> 'delivered')",
+    )
+    .bind(tenant_id)
+    .fetch_one(&pool)
+    .await?;
     ensure!(
-        stored.len() == accepted.len() && accepted.iter().all(|id| stored.contains(*id)),
-        "Postgres holds {} events, {} were accepted",
-        stored.len(),
-        accepted.len()
+        unfinished == 0 && undelivered == 0,
+        "deliveries left unfinished (overdue or never attempted): {unfinished} deliveries not \
+         succeeded, {undelivered} events not delivered"
     );
 
     let log = wait_until(
