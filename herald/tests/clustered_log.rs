@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use herald_tests::nats_cluster::NatsCluster;
 use herald_tests::process::HeraldProcess;
 use herald_tests::receiver::Receiver;
-use herald_tests::{wait_until, Api, Tenant};
+use herald_tests::{events_delivered, wait_until, Api, Tenant};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -605,14 +605,7 @@ async fn killing_the_log_stream_leader_loses_no_accepted_event() -> anyhow::Resu
             .max(Duration::from_secs(10)),
         "the read model to show every accepted event delivered",
         || async {
-            let delivered: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM events WHERE status = 'delivered' AND event_id::text = ANY($1)",
-            )
-            .bind(&ids)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (delivered as usize == ids.len()).then_some(killed_at.elapsed())
+            (events_delivered(&pool, &ids).await? == ids.len()).then_some(killed_at.elapsed())
         },
     )
     .await;

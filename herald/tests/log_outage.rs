@@ -9,7 +9,7 @@
 use herald_tests::nats_cluster::NatsCluster;
 use herald_tests::process::HeraldProcess;
 use herald_tests::receiver::Receiver;
-use herald_tests::{wait_until, Api, Tenant};
+use herald_tests::{events_delivered, wait_until, Api, Tenant};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -150,16 +150,7 @@ async fn herald_rides_out_its_log_being_down_and_catches_up() -> anyhow::Result<
     wait_until(
         Duration::from_secs(60),
         "the read model to show every accepted event delivered",
-        || async {
-            let delivered: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM events WHERE status = 'delivered' AND event_id::text = ANY($1)",
-            )
-            .bind(&ids)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (delivered as usize == ids.len()).then_some(())
-        },
+        || async { (events_delivered(&pool, &ids).await? == ids.len()).then_some(()) },
     )
     .await?;
     let projected = restarted_at.elapsed();

@@ -199,6 +199,18 @@ pub async fn create_database(server_url: &str, database: &str) -> Result<()> {
 /// Names a test's databases and namespaces. Sub-second clock readings XORed with the pid were
 /// not enough: two tests of one binary, started together, once drew the same name
 /// (`CREATE DATABASE` failed with a duplicate key).
+/// How many of `event_ids` the Postgres read model shows delivered (`None` if it cannot say).
+pub async fn events_delivered(pool: &sqlx::PgPool, event_ids: &[String]) -> Option<usize> {
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE status = 'delivered' AND event_id::text = ANY($1)",
+    )
+    .bind(event_ids)
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    usize::try_from(delivered).ok()
+}
+
 pub fn rand_u32() -> u32 {
     rand::random()
 }
