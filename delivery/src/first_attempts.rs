@@ -3,6 +3,7 @@
 //! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
 
 use crate::attempt::DeliveryJob;
+use crate::handled_events::{HandledEvents, Taken, REMEMBERED_FOR};
 use crate::stopping::HAND_BACK_DELAY;
 use crate::unordered::UnorderedDeliveries;
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
@@ -10,7 +11,7 @@ use async_nats::jetstream::{self, AckKind};
 use herald_log::DurableConsumer;
 use herald_schemas::LogMessage;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,9 +46,11 @@ pub async fn run<S, SFut>(
     S: Fn() -> SFut,
     SFut: std::future::Future<Output = DeliverPolicy>,
 {
+    let handled = Arc::new(HandledEvents::new(REMEMBERED_FOR));
     spec.consume_durably(&log_stream, consumer, start, &shutdown, |message| {
-        tracker.spawn(deliver_event(
+        tracker.spawn(take_event(
             deliveries.clone(),
+            handled.clone(),
             message,
             hard_stop.clone(),
         ));
@@ -56,22 +59,63 @@ pub async fn run<S, SFut>(
     .await;
 }
 
+/// Delivers an event unless this process has delivered it, or is delivering it, already.
+async fn take_event(
+    deliveries: Arc<UnorderedDeliveries>,
+    handled: Arc<HandledEvents>,
+    message: jetstream::Message,
+    hard_stop: CancellationToken,
+) {
+    let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+        deliver_event(deliveries, message, hard_stop).await;
+        return;
+    };
+    match handled.take(sequence, Instant::now()) {
+        Taken::New => {}
+        Taken::BeingDelivered => {
+            tracing::debug!(
+                sequence,
+                "a copy of an event being delivered; left to the first"
+            );
+            return;
+        }
+        Taken::Delivered => {
+            tracing::debug!(
+                sequence,
+                "a copy of an event delivered lately; acknowledged"
+            );
+            deliveries.publisher().ack_grouped(message).await;
+            return;
+        }
+    }
+    match deliver_event(deliveries, message, hard_stop).await {
+        Settled::Acknowledged => handled.delivered(sequence, Instant::now()),
+        Settled::HandedBack => handled.handed_back(sequence),
+    }
+}
+
+/// What became of an event's log message.
+enum Settled {
+    Acknowledged,
+    HandedBack,
+}
+
 async fn deliver_event(
     deliveries: Arc<UnorderedDeliveries>,
     message: jetstream::Message,
     hard_stop: CancellationToken,
-) {
+) -> Settled {
     let event = match LogMessage::decode(&message.payload) {
         Ok(LogMessage::EventAccepted(event)) => Arc::new(event),
         Ok(other) => {
             tracing::debug!(kind = other.type_name(), "not an event; skipped");
             let _ = message.ack().await;
-            return;
+            return Settled::Acknowledged;
         }
         Err(error) => {
             tracing::error!(%error, subject = %message.subject, "undecodable event; terminated");
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return Settled::Acknowledged;
         }
     };
     let event_sequence = match message.info() {
@@ -79,7 +123,7 @@ async fn deliver_event(
         Err(error) => {
             tracing::error!(%error, "message without stream metadata");
             let _ = message.ack_with(AckKind::Nak(None)).await;
-            return;
+            return Settled::HandedBack;
         }
     };
     let attempts = event.endpoint_ids.iter().map(|&endpoint_id| {
@@ -97,12 +141,15 @@ async fn deliver_event(
             if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
                 tracing::warn!(event_id = %event.event_id, failures, %error, "attempts not recorded; event handed back");
                 let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                Settled::HandedBack
             } else {
                 deliveries.publisher().ack_grouped(message).await;
+                Settled::Acknowledged
             }
         }
         () = hard_stop.cancelled() => {
             let _ = message.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;
+            Settled::HandedBack
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod endpoint_breakers;
 pub mod endpoint_concurrency;
 pub mod endpoint_registry;
 pub mod first_attempts;
+pub mod handled_events;
 pub mod http_sender;
 pub mod log_position;
 pub mod log_replays;
