@@ -65,7 +65,9 @@ pub enum ProjectorError {
     /// counted before it; a rollup bucket older than the raw attempts kept (retention) that
     /// also counts attempts from that sequence on cannot be split, and would count them twice.
     #[error(
-        "ClickHouse `{table}` counts attempts up to log sequence {counted_through} in periods          before {raw_rows_from}, older than the raw attempts kept (HERALD_RETENTION_DAYS), so          it cannot be rebuilt from sequence {from}; rebuild from a later sequence or time"
+        "ClickHouse `{table}` counts attempts up to log sequence {counted_through} in periods \
+         before {raw_rows_from}, older than the raw attempts kept (HERALD_RETENTION_DAYS), so \
+         it cannot be rebuilt from sequence {from}; rebuild from a later sequence or time"
     )]
     CannotKeepHistory {
         table: &'static str,
