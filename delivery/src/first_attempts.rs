@@ -1,6 +1,8 @@
 //! Consumes accepted events and makes the first attempt to each of their endpoints at once.
 //! An event's log message is acknowledged when every one of its deliveries has a durable
 //! attempt record (and, where needed, a scheduled retry); on a hard stop it is handed back.
+//! A copy the log hands out again of an event this process delivered, or is delivering, is
+//! not delivered again (`handled_events`).
 
 use crate::attempt::DeliveryJob;
 use crate::handled_events::{HandledEvents, Taken, REMEMBERED_FOR};
