@@ -436,11 +436,10 @@ impl AttemptRunner {
             made_request.then_some(report.latency),
             since_accepted,
         );
-        let subject = self.publisher.namespace().attempt_subject(event.tenant_id);
         let message = LogMessage::AttemptRecorded(record);
         let recorded = attempt_record::append(
             &self.publisher,
-            subject,
+            || self.publisher.namespace().attempt_subject(event.tenant_id),
             &message,
             sequencing.record_may_wait(),
             self.record_persistence,

@@ -34,11 +34,12 @@ pub fn next_wait(previous: Duration, spent: Duration, persist_for: Duration) -> 
     (spent + wait <= persist_for).then_some(wait)
 }
 
-/// Appends `record` (grouped with other writes when `grouped`), again while the log surely
-/// did not take it, for at most `persist_for`.
+/// Appends `record` on `subject()` (grouped with other writes when `grouped`), again while
+/// the log surely did not take it, for at most `persist_for`. The subject is made per try, so
+/// that the usual single try costs no copy of it.
 pub async fn append(
     publisher: &LogPublisher,
-    subject: String,
+    subject: impl Fn() -> String,
     record: &LogMessage,
     grouped: bool,
     persist_for: Duration,
@@ -47,8 +48,8 @@ pub async fn append(
     let mut wait = Duration::ZERO;
     loop {
         let appended = match grouped {
-            true => publisher.publish_grouped(subject.clone(), record).await,
-            false => publisher.publish(subject.clone(), record).await,
+            true => publisher.publish_grouped(subject(), record).await,
+            false => publisher.publish(subject(), record).await,
         };
         let error = match appended {
             Ok(sequence) => return Ok(sequence),
