@@ -53,10 +53,7 @@ impl HandledEvents {
 
     /// Called for every message taken, with its stream sequence.
     pub fn take(&self, sequence: u64, now: Instant) -> Taken {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = self.seen();
         seen.forget_before(now.checked_sub(self.window));
         match seen.events.get(&sequence) {
             Some(true) => Taken::Delivered,
@@ -70,31 +67,28 @@ impl HandledEvents {
 
     /// Every attempt of the event is recorded, and its message acknowledged.
     pub fn delivered(&self, sequence: u64, now: Instant) {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = self.seen();
         seen.events.insert(sequence, true);
         seen.delivered.push_back((now, sequence));
     }
 
     /// The event was handed back to the log: its next copy is delivered.
     pub fn handed_back(&self, sequence: u64) {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = self.seen();
         if seen.events.get(&sequence) == Some(&false) {
             seen.events.remove(&sequence);
         }
     }
 
-    pub fn remembered(&self) -> usize {
-        let seen = self
-            .seen
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.seen().events.len()
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        seen.events.len()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

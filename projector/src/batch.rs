@@ -153,6 +153,7 @@ pub(crate) async fn apply_log_through(
     }
     let window = Duration::from_millis(50);
     let never = CancellationToken::new();
+    let unwatched = ReaderWatch::default();
     let mut messages = read_from(log_stream, filter_subject.to_owned(), applied + 1).await?;
     while applied < target {
         let pulled = next_batch(
@@ -161,7 +162,7 @@ pub(crate) async fn apply_log_through(
             MAX_BATCH_BYTES,
             window,
             &never,
-            &ReaderWatch::default(),
+            &unwatched,
         )
         .await;
         let mut batch = match pulled {

@@ -231,6 +231,37 @@ pub async fn read_log(api: &Api) -> Result<LogContents> {
     }
 }
 
+/// A tenant's events in the Postgres read model, and those not finished.
+struct ReadModelCounts {
+    events: i64,
+    /// Deliveries not succeeded.
+    unfinished: i64,
+    /// Events not delivered.
+    undelivered: i64,
+}
+
+impl ReadModelCounts {
+    async fn of(pool: &sqlx::PgPool, tenant_id: uuid::Uuid) -> Result<Self> {
+        let (events, unfinished, undelivered) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE tenant_id = $1), \
+                    (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
+                    (SELECT count(*) FROM events WHERE tenant_id = $1 AND status <> 'delivered')",
+        )
+        .bind(tenant_id)
+        .fetch_one(pool)
+        .await?;
+        Ok(Self {
+            events,
+            unfinished,
+            undelivered,
+        })
+    }
+
+    fn all_done(&self) -> bool {
+        self.unfinished == 0 && self.undelivered == 0
+    }
+}
+
 /// Waits until every accepted event was delivered and every delivery has ended, then checks
 /// that the log and both read models agree exactly. Returns the log's contents.
 pub async fn check_nothing_lost(
@@ -284,18 +315,14 @@ pub async fn check_nothing_lost(
     // Every delivery ends (the receiver fails one request in ten; the retry policy allows
     // enough attempts), so none may be left waiting. The last events may be projected after
     // they were delivered: the wait is also for as many events as were accepted.
-    let _ = wait_until(within, "every delivery succeeded and every event delivered", || async {
-        let (events, unfinished, undelivered): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM events WHERE tenant_id = $1), \
-                    (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
-                    (SELECT count(*) FROM events WHERE tenant_id = $1 AND status <> 'delivered')",
-        )
-        .bind(tenant_id)
-        .fetch_one(&pool)
-        .await
-        .ok()?;
-        (events as usize >= accepted.len() && unfinished == 0 && undelivered == 0).then_some(())
-    })
+    let _ = wait_until(
+        within,
+        "every delivery succeeded and every event delivered",
+        || async {
+            let counts = ReadModelCounts::of(&pool, tenant_id).await.ok()?;
+            (counts.events as usize >= accepted.len() && counts.all_done()).then_some(())
+        },
+    )
     .await;
 
     let events: Vec<(uuid::Uuid,)> =
@@ -332,17 +359,13 @@ pub async fn check_nothing_lost(
         );
     }
 
-    let (unfinished, undelivered): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND status <> 'succeeded'), \
-                (SELECT count(*) FROM events WHERE tenant_id = $1 AND status <> 'delivered')",
-    )
-    .bind(tenant_id)
-    .fetch_one(&pool)
-    .await?;
+    let counts = ReadModelCounts::of(&pool, tenant_id).await?;
     ensure!(
-        unfinished == 0 && undelivered == 0,
-        "deliveries left unfinished (overdue or never attempted): {unfinished} deliveries not \
-         succeeded, {undelivered} events not delivered"
+        counts.all_done(),
+        "deliveries left unfinished (overdue or never attempted): {} deliveries not succeeded, \
+         {} events not delivered",
+        counts.unfinished,
+        counts.undelivered
     );
 
     let log = wait_until(

@@ -196,9 +196,6 @@ pub async fn create_database(server_url: &str, database: &str) -> Result<()> {
     Ok(())
 }
 
-/// Names a test's databases and namespaces. Sub-second clock readings XORed with the pid were
-/// not enough: two tests of one binary, started together, once drew the same name
-/// (`CREATE DATABASE` failed with a duplicate key).
 /// How many of `event_ids` the Postgres read model shows delivered (`None` if it cannot say).
 pub async fn events_delivered(pool: &sqlx::PgPool, event_ids: &[String]) -> Option<usize> {
     let delivered: i64 = sqlx::query_scalar(
@@ -211,6 +208,9 @@ pub async fn events_delivered(pool: &sqlx::PgPool, event_ids: &[String]) -> Opti
     usize::try_from(delivered).ok()
 }
 
+/// Names a test's databases and namespaces. Sub-second clock readings XORed with the pid were
+/// not enough: two tests of one binary, started together, once drew the same name
+/// (`CREATE DATABASE` failed with a duplicate key).
 pub fn rand_u32() -> u32 {
     rand::random()
 }
