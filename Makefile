@@ -14,13 +14,16 @@ run: stack
 ## browser test in Debian's Chromium among it (scripts/browser-deps.sh). First every
 ## ClickHouse migration and example query of docs/clickhouse.md runs on current ClickHouse,
 ## in-process (chdb-core in .stack/venv); the tests run them on the stack's 18.16. Last, the
-## `quick` benchmark scenario on the debug build, so the harness keeps working.
+## `quick` benchmark scenario on the debug build, so the harness keeps working. Its binaries are
+## built with `--workspace --tests` so that they reuse the libraries the tests were built with
+## (dev-dependencies change features, and `-p herald -p herald-bench` alone built a second copy
+## of every crate above serde_json).
 test: stack
 	scripts/python-venv.sh >/dev/null
 	scripts/browser-deps.sh
 	.stack/venv/bin/python scripts/check-clickhouse-sql.py
 	$(CARGO) test --workspace --no-fail-fast
-	$(CARGO) build -p herald -p herald-bench --bins
+	$(CARGO) build --workspace --bins --tests
 	BENCH_BIN_DIR=target/debug bench/run.sh quick
 
 ## Benchmarks (bench/run.sh, docs/PERFORMANCE.md): SCENARIO=<name> runs one (default: every
