@@ -68,15 +68,17 @@ pub async fn announce_operational_events(
 ) -> Result<(), OperationalEventsError> {
     let namespace = state.publisher.namespace().clone();
     let name = namespace.log_stream();
-    let stream = state
-        .publisher
-        .jetstream()
-        .get_stream(&name)
+    // Opened once the log answers: a server restarting while Herald starts must not stop
+    // ingest (`herald_log::when_available`).
+    let stream = herald_log::when_available::stream(state.publisher.jetstream(), &name, &shutdown)
         .await
         .map_err(|source| OperationalEventsError::Stream {
             name: name.clone(),
             source,
         })?;
+    let Some(stream) = stream else {
+        return Ok(());
+    };
     let consumers = [
         ("operational_attempts", namespace.attempts_filter()),
         ("operational_config", namespace.config_filter()),
@@ -88,11 +90,20 @@ pub async fn announce_operational_events(
         ack_wait: ACK_WAIT,
         max_ack_pending: 1_000,
     });
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut opened = Vec::with_capacity(consumers.len());
     for spec in consumers {
         // Facts from before the first start are not announced: turning Herald's own events
         // on must not replay a history of dead letters.
-        let consumer = spec.open(&stream, DeliverPolicy::New).await?;
+        match spec
+            .open_when_available(&stream, DeliverPolicy::New, &shutdown)
+            .await?
+        {
+            Some(consumer) => opened.push((spec, consumer)),
+            None => return Ok(()),
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (spec, consumer) in opened {
         let (state, stream, shutdown) = (state.clone(), stream.clone(), shutdown.clone());
         tasks.spawn(async move { follow(spec, stream, consumer, state, shutdown).await });
     }

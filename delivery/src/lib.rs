@@ -86,8 +86,15 @@ pub async fn run(
         .map_err(|error| DeliveryError::Config(error.to_string()))?;
     let namespace = publisher.namespace().clone();
     let jetstream = publisher.jetstream().clone();
-    let log_stream = get_stream(&jetstream, &namespace.log_stream()).await?;
-    let retry_stream = get_stream(&jetstream, &namespace.retry_stream()).await?;
+    // Opened once the log answers: a server restarting while this service starts must not
+    // stop it (`herald_log::when_available`).
+    let Some(log_stream) = get_stream(&jetstream, &namespace.log_stream(), &shutdown).await? else {
+        return Ok(());
+    };
+    let Some(retry_stream) = get_stream(&jetstream, &namespace.retry_stream(), &shutdown).await?
+    else {
+        return Ok(());
+    };
     let ack_wait = Duration::from_millis(config.ack_wait_ms);
 
     let retries = RetryScheduler::new(publisher.clone());
@@ -123,11 +130,26 @@ pub async fn run(
         ack_wait,
         (config.max_in_flight * 4) as i64,
     );
-    let events = events_spec.open(&log_stream, start().await).await?;
     let replays_spec = replays::consumer(namespace.replays_filter());
-    let replay_requests = replays_spec.open(&log_stream, start().await).await?;
     let log_replays_spec = log_replays::consumer(namespace.replays_filter(), ack_wait);
-    let replays_started = log_replays_spec.open(&log_stream, start().await).await?;
+    let Some(events) = events_spec
+        .open_when_available(&log_stream, start().await, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
+    let Some(replay_requests) = replays_spec
+        .open_when_available(&log_stream, start().await, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
+    let Some(replays_started) = log_replays_spec
+        .open_when_available(&log_stream, start().await, &shutdown)
+        .await?
+    else {
+        return Ok(());
+    };
     let log_replays = Arc::new(log_replays::LogReplays {
         pool: pool.clone(),
         publisher: runner.publisher().clone(),
@@ -154,6 +176,15 @@ pub async fn run(
         retry_stream: retry_stream.clone(),
         ack_wait,
     });
+    // Every consumer is opened before any loop starts, so that a shutdown meanwhile has
+    // nothing to wait for.
+    let mut tier_consumers = Vec::with_capacity(TIERS.len());
+    for tier in TIERS {
+        let Some(consumer) = retry_worker.consumer(tier, &shutdown).await? else {
+            return Ok(());
+        };
+        tier_consumers.push((tier, consumer));
+    }
 
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
@@ -168,8 +199,7 @@ pub async fn run(
         shutdown.clone(),
         hard_stop.clone(),
     )));
-    for tier in TIERS {
-        let consumer = retry_worker.consumer(tier).await?;
+    for (tier, consumer) in tier_consumers {
         loops.push(tokio::spawn(retry_worker.clone().run_tier(
             tier,
             consumer,
@@ -254,9 +284,9 @@ async fn follow_config_changes(
 async fn get_stream(
     jetstream: &jetstream::Context,
     name: &str,
-) -> Result<jetstream::stream::Stream, DeliveryError> {
-    jetstream
-        .get_stream(name)
+    shutdown: &CancellationToken,
+) -> Result<Option<jetstream::stream::Stream>, DeliveryError> {
+    herald_log::when_available::stream(jetstream, name, shutdown)
         .await
         .map_err(|source| DeliveryError::Stream {
             name: name.to_owned(),

@@ -41,9 +41,20 @@ pub struct RetryWorker {
 }
 
 impl RetryWorker {
-    /// A tier's consumer, created if the server has none. The retry stream is a work queue
-    /// (it holds only what is still to do), so a consumer created again reads all of it.
-    pub async fn consumer(&self, tier: RetryTier) -> Result<PullConsumer, LogError> {
+    /// A tier's consumer, created if the server has none, once the log answers (`None` if
+    /// `shutdown` came first). The retry stream is a work queue (it holds only what is still
+    /// to do), so a consumer created again reads all of it.
+    pub async fn consumer(
+        &self,
+        tier: RetryTier,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<PullConsumer>, LogError> {
+        self.consumer_spec(tier)
+            .open_when_available(&self.retry_stream, DeliverPolicy::All, shutdown)
+            .await
+    }
+
+    fn consumer_spec(&self, tier: RetryTier) -> DurableConsumer {
         let namespace = self.deliveries.namespace();
         DurableConsumer {
             name: format!("retry_{}", tier.name),
@@ -55,8 +66,6 @@ impl RetryWorker {
                 false => 10_000,
             },
         }
-        .open(&self.retry_stream, DeliverPolicy::All)
-        .await
     }
 
     /// Runs one tier until `shutdown`. Attempts held in memory are tracked by `tracker` and
@@ -85,7 +94,9 @@ impl RetryWorker {
                             tier = tier.name,
                             "the log lost this tier's consumer; creating it again"
                         );
-                        if let Ok(created) = self.consumer(tier).await {
+                        let spec = self.consumer_spec(tier);
+                        if let Ok(created) = spec.open(&self.retry_stream, DeliverPolicy::All).await
+                        {
                             consumer = created;
                             continue;
                         }

@@ -45,10 +45,11 @@ impl LogError {
                     | CreateStreamErrorKind::JetStreamUnavailable
                     | CreateStreamErrorKind::Response
             ),
-            Self::Consumer { source, .. } => matches!(
-                source.kind(),
-                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request
-            ),
+            Self::Consumer { source, .. } => match source.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+                ConsumerErrorKind::JetStream(error) => when_available::is_unavailable(&error),
+                _ => false,
+            },
             Self::WriterStopped(_) => true,
         }
     }
@@ -72,6 +73,7 @@ impl LogError {
 pub mod event_reader;
 pub mod grouped_writes;
 pub mod outbox;
+pub mod when_available;
 
 /// Appends messages to the log.
 #[derive(Clone)]
@@ -236,6 +238,20 @@ impl DurableConsumer {
                 name: self.name.clone(),
                 source,
             })
+    }
+
+    /// [`open`](Self::open), tried again while the log is unavailable (a server restarting, a
+    /// leader being elected); `Ok(None)` if `shutdown` came first.
+    pub async fn open_when_available(
+        &self,
+        stream: &jetstream::stream::Stream,
+        start: DeliverPolicy,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<PullConsumer>, LogError> {
+        when_available::when_available(&self.name, shutdown, LogError::is_retryable, || {
+            self.open(stream, start)
+        })
+        .await
     }
 
     /// Hands every message to `handle`, as [`consume`] does, and creates the consumer again
@@ -478,6 +494,15 @@ mod tests {
         };
         assert!(consumer(ConsumerErrorKind::Request).is_retryable());
         assert!(!consumer(ConsumerErrorKind::InvalidName).is_retryable());
+        let answered = |code: usize, err_code: u64, description: &str| {
+            let error: jetstream::Error = serde_json::from_value(serde_json::json!({
+                "code": code, "err_code": err_code, "description": description
+            }))
+            .expect("the API's error shape");
+            consumer(ConsumerErrorKind::JetStream(error))
+        };
+        assert!(answered(503, 10008, "JetStream system temporarily unavailable").is_retryable());
+        assert!(!answered(400, 10013, "consumer name in subject does not match").is_retryable());
     }
 
     #[test]

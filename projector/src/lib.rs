@@ -50,10 +50,15 @@ pub async fn run(
         }
         outcome
     };
-    let log_stream = jetstream
-        .get_stream(namespace.log_stream())
-        .await
-        .map_err(|error| ProjectorError::log("cannot open the log stream", error))?;
+    // Opened once the log answers: a server restarting while Herald starts must not stop the
+    // projections (`herald_log::when_available`).
+    let log_stream =
+        herald_log::when_available::stream(&jetstream, &namespace.log_stream(), &shutdown)
+            .await
+            .map_err(|error| ProjectorError::log("cannot open the log stream", error))?;
+    let Some(log_stream) = log_stream else {
+        return Ok(());
+    };
     let postgres_applied = AppliedPosition::default();
     let clickhouse_applied = AppliedPosition::default();
     let (postgres_reader, clickhouse_reader) = (ReaderWatch::default(), ReaderWatch::default());
