@@ -47,7 +47,7 @@ impl Default for StackConfig {
             listen_addr: "127.0.0.1:8080".to_owned(),
             log_replicas: 1,
             log_max_age_days: 0,
-            log_linger_ms: 5,
+            log_linger_ms: 20,
         }
     }
 }
