@@ -40,6 +40,7 @@ impl Delivery {
 #[derive(Clone, Copy, Debug)]
 pub struct Answer {
     pub due: f64,
+    pub sent: f64,
     pub answered: f64,
     pub accepted: bool,
 }
@@ -47,6 +48,11 @@ pub struct Answer {
 impl Answer {
     pub fn latency_ms(&self) -> f64 {
         (self.answered - self.due).max(0.0) * 1000.0
+    }
+
+    /// How late the generator sent it: the part of `latency_ms` that is the probe's own.
+    pub fn sent_late_ms(&self) -> f64 {
+        (self.sent - self.due).max(0.0) * 1000.0
     }
 }
 
@@ -81,6 +87,7 @@ pub fn account(
     for event in sent {
         answers.push(Answer {
             due: seconds(event.due),
+            sent: seconds(event.sent),
             answered: seconds(event.answered),
             accepted: event.event_id.is_some(),
         });
@@ -133,6 +140,7 @@ mod tests {
         SentEvent {
             index,
             due: origin + Duration::from_millis(index),
+            sent: origin + Duration::from_millis(index),
             answered: origin + Duration::from_millis(index + 1),
             event_id: id.map(str::to_owned),
         }

@@ -25,6 +25,9 @@ const SHARDS: usize = 64;
 pub struct SentEvent {
     pub index: u64,
     pub due: Instant,
+    /// When the request was handed to the HTTP client: later than `due` when the generator
+    /// itself fell behind.
+    pub sent: Instant,
     pub answered: Instant,
     /// `None`: refused or failed (anything but a 202 with an event id).
     pub event_id: Option<String>,
@@ -194,6 +197,7 @@ impl Ingest {
             "type": self.routing.event_type(index),
             "payload": { "index": index, "padding": &*self.padding },
         });
+        let handed_over = Instant::now();
         let response = self
             .client
             .post(&self.url)
@@ -215,6 +219,7 @@ impl Ingest {
             sent.push(SentEvent {
                 index,
                 due,
+                sent: handed_over,
                 answered,
                 event_id,
             });

@@ -5,6 +5,7 @@
 //! `bench/run.sh` starts Herald for it and draws the plots. Scenarios: see [`scenarios`].
 
 mod filled_log;
+mod herald_histograms;
 mod ledger;
 mod load;
 mod maxima;

@@ -65,6 +65,9 @@ pub struct Measured {
     pub accept_to_delivered_ms: Quantiles,
     /// Of the ingest requests due in the window (202 or not).
     pub ingest_ms: Quantiles,
+    /// Of the same requests, how late the generator sent them (included in `ingest_ms`): on
+    /// a saturated machine the probe's own share of the wait.
+    pub ingest_sent_late_ms: Quantiles,
     /// Per program, and `platform`: all four together (the load generator is apart).
     pub cpu_us_per_delivery: BTreeMap<String, f64>,
     pub written_bytes_per_delivery: BTreeMap<String, f64>,
@@ -91,13 +94,14 @@ impl Run<'_> {
             .filter(|delivery| counted(delivery) && window.contains(delivery.due))
             .map(Delivery::latency_ms)
             .collect();
-        let ingest = self
-            .account
-            .answers
-            .iter()
-            .filter(|answer| window.contains(answer.due))
-            .map(|answer| answer.latency_ms())
-            .collect();
+        let answers = || {
+            self.account
+                .answers
+                .iter()
+                .filter(|answer| window.contains(answer.due))
+        };
+        let ingest = answers().map(|answer| answer.latency_ms()).collect();
+        let sent_late = answers().map(|answer| answer.sent_late_ms()).collect();
         let (cpu, written) = self.costs(window);
         Measured {
             window,
@@ -105,6 +109,7 @@ impl Run<'_> {
             deliveries_per_sec: round2(deliveries as f64 / window.seconds()),
             accept_to_delivered_ms: Quantiles::of(latencies),
             ingest_ms: Quantiles::of(ingest),
+            ingest_sent_late_ms: Quantiles::of(sent_late),
             cpu_us_per_delivery: cpu,
             written_bytes_per_delivery: written,
         }

@@ -23,6 +23,7 @@
 //!   history: the change between the two closed loops, minutes apart.
 //! - `replay`: a million events in the log, then `herald rebuild` of each read model.
 
+use crate::herald_histograms::Scrape;
 use crate::ledger::Delivery;
 use crate::load::Routing;
 use crate::maxima::{fanout10_max_rate, max_rate};
@@ -122,13 +123,22 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         Scenario::Saturated => {
             let max = fanout10_max_rate(args, client).await?;
             let mut session = Session::open(args, client, ten_endpoints()).await?;
+            let before = Scrape::take(client, &args.herald).await?;
             session
                 .open_loop("150 % of fanout10's max", 1.5 * max / 10.0, seconds)
                 .await;
+            let finished = session.finish().await?;
+            // Herald's side of ingest's latency, to tell its wait from the machine's.
+            let after = Scrape::take(client, &args.herald).await?;
+            let in_herald = |name| after.since(&before, name);
             (
-                session.finish().await?,
+                finished,
                 Vec::new(),
-                json!({ "fanout10_max_rate": max }),
+                json!({
+                    "fanout10_max_rate": max,
+                    "ingest_in_herald_ms": in_herald("herald_ingest_duration_seconds"),
+                    "event_append_in_herald_ms": in_herald("herald_event_append_duration_seconds"),
+                }),
             )
         }
         Scenario::Overload => {
@@ -178,6 +188,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         "deliveries_per_sec": main.deliveries_per_sec,
         "accept_to_delivered_ms": main.accept_to_delivered_ms,
         "ingest_ms": main.ingest_ms,
+        "ingest_sent_late_ms": main.ingest_sent_late_ms,
         "projection_lag_ms": projection_lag(&finished),
         "cpu_us_per_delivery": main.cpu_us_per_delivery,
         "written_bytes_per_delivery": main.written_bytes_per_delivery,
@@ -488,6 +499,10 @@ pub fn summary(result: &Value) -> String {
             q(&result["accept_to_delivered_ms"])
         ),
         format!("ingest (202):         {}", q(&result["ingest_ms"])),
+        format!(
+            "  of which sent late: {}",
+            q(&result["ingest_sent_late_ms"])
+        ),
         format!(
             "projection lag PG:    {}",
             q(&result["projection_lag_ms"]["postgres"])

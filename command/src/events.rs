@@ -15,6 +15,7 @@ use herald_http::{ApiError, ApiJson, AuthenticatedTenant};
 use herald_schemas::{EndpointId, EventAccepted, EventId, LogMessage, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::time::Instant;
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Span};
 use utoipa::ToSchema;
@@ -114,6 +115,7 @@ async fn accept(
     mut event_id: EventId,
     trace_id: String,
 ) -> Result<(StatusCode, Json<EventAcceptedResponse>), ApiError> {
+    let started = Instant::now();
     state.ingest_limits.admit(tenant_id).await?;
     validation::event_type(&request.event_type)
         .map_err(|error| ApiError::invalid("type", error.to_string()))?;
@@ -193,6 +195,7 @@ async fn accept(
     };
     let subject = state.publisher.namespace().event_subject(tenant_id);
     let message = LogMessage::EventAccepted(event);
+    let append_started = Instant::now();
     let appended = async {
         match idempotency_key {
             Some(_) => {
@@ -220,7 +223,7 @@ async fn accept(
             "the event log did not acknowledge the event; {advice}"
         )));
     }
-    herald_metrics::metrics().event_accepted();
+    herald_metrics::metrics().event_accepted(started.elapsed(), append_started.elapsed());
     tracing::debug!(%tenant_id, %event_id, "event accepted");
     Ok(accepted(event_id))
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     delivered_seconds: Histogram,
     in_flight: Gauge,
     publish_seconds: Histogram,
+    ingest_seconds: Histogram,
+    event_append_seconds: Histogram,
     outbox_backlog: Gauge,
     retries_waiting: Gauge,
     breakers_open: Gauge,
@@ -110,6 +112,19 @@ impl Metrics {
             "From a log append to the log's acknowledgement",
             publish_seconds.clone(),
         );
+        // 0.1 ms to ~3 s, as the appends: ingest's latency objective is tens of milliseconds.
+        let ingest_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "ingest_duration_seconds",
+            "From an authenticated event submission reaching its handler to its 202",
+            ingest_seconds.clone(),
+        );
+        let event_append_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "event_append_duration_seconds",
+            "Of ingest's time, the append of the event to the log until its acknowledgement",
+            event_append_seconds.clone(),
+        );
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
@@ -156,6 +171,8 @@ impl Metrics {
             delivered_seconds,
             in_flight,
             publish_seconds,
+            ingest_seconds,
+            event_append_seconds,
             outbox_backlog,
             retries_waiting,
             breakers_open,
@@ -181,8 +198,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn event_accepted(&self) {
+    /// An event answered 202: `took` in its handler, `append_took` of that for the append.
+    pub fn event_accepted(&self, took: Duration, append_took: Duration) {
         self.events_accepted.inc();
+        self.ingest_seconds.observe(took.as_secs_f64());
+        self.event_append_seconds.observe(append_took.as_secs_f64());
     }
 
     /// One of Herald's own events accepted; `event_type` is one of the five `herald.…` types.
@@ -284,7 +304,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.request_answered("/v1/events", "POST", 202);
         metrics.request_answered("/v1/events", "POST", 202);
-        metrics.event_accepted();
+        metrics.event_accepted(Duration::from_millis(3), Duration::from_millis(2));
         metrics.attempt_recorded(
             "retry_scheduled",
             Some("http_5xx"),
@@ -299,6 +319,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("herald_events_accepted_total 1"), "{text}");
+        assert!(
+            text.contains("herald_ingest_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_event_append_duration_seconds_sum 0.002"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "herald_delivery_attempts_total{outcome=\"retry_scheduled\",error_class=\"http_5xx\"} 1"
