@@ -107,7 +107,7 @@ pub async fn healthz(State(stack): State<Stack>) -> (StatusCode, Json<Health>) {
     get, path = "/metrics", tag = "operations",
     responses((
         status = 200,
-        description = "Prometheus text format: `herald_http_requests_total`, `herald_events_accepted_total`, `herald_delivery_attempts_total`, `herald_attempt_duration_seconds`, `herald_accept_to_delivered_seconds`, `herald_attempts_in_flight`, `herald_log_publish_duration_seconds`, `herald_outbox_backlog`, `herald_retries_waiting`, `herald_breakers_open`, `herald_projection_lag_messages`, `herald_projection_lag_seconds` (docs/operations.md)",
+        description = "Prometheus text format: `herald_http_requests_total`, `herald_events_accepted_total`, `herald_ingest_duration_seconds`, `herald_event_append_duration_seconds`, `herald_delivery_attempts_total`, `herald_attempt_duration_seconds`, `herald_accept_to_delivered_seconds`, `herald_attempts_in_flight`, `herald_log_publish_duration_seconds`, `herald_outbox_backlog`, `herald_retries_waiting`, `herald_breakers_open`, `herald_projection_lag_messages`, `herald_projection_lag_seconds` (docs/operations.md)",
         body = String,
         content_type = "text/plain"
     ))

@@ -93,6 +93,8 @@ async fn every_metric_family_moves_under_traffic() -> anyhow::Result<()> {
         1.0,
     )
     .await?;
+    grew("herald_ingest_duration_seconds_count", 4.0).await?;
+    grew("herald_event_append_duration_seconds_count", 4.0).await?;
     grew("herald_attempt_duration_seconds_count", 5.0).await?;
     grew("herald_log_publish_duration_seconds_count", 8.0).await?;
     let after = grew("herald_accept_to_delivered_seconds_count", 4.0).await?;
