@@ -65,12 +65,14 @@ pub enum DeliveryError {
 
 /// Runs the delivery service until `shutdown` is cancelled, then stops taking work, gives
 /// in-flight attempts `shutdown_grace_ms` to finish and hands the rest back to the log.
+/// `started` is called once every consumer is open and every loop runs.
 pub async fn run(
     config: DeliveryConfig,
     publisher: LogPublisher,
     pool: PgPool,
     vault: Arc<herald_store::secrets_vault::SecretsVault>,
     shutdown: CancellationToken,
+    started: impl FnOnce() + Send,
 ) -> Result<(), DeliveryError> {
     let guard = TargetGuard::from_list(&config.allowed_target_cidrs)
         .map_err(|error| DeliveryError::Config(error.to_string()))?;
@@ -247,6 +249,7 @@ pub async fn run(
         shutdown.clone(),
     )));
     tracing::info!("delivery service running");
+    started();
     shutdown.cancelled().await;
     for handle in loops {
         let _ = handle.await;

@@ -1,7 +1,7 @@
 //! Runs one service or all of them in this process, on shared connections, until shutdown.
 
 use crate::config::HeraldConfig;
-use crate::health::healthz;
+use crate::health::{healthz, HealthState, Started};
 use crate::migrate::{migrate, MigrateError};
 use crate::stack::{Stack, StackError};
 use axum::middleware;
@@ -94,9 +94,19 @@ pub async fn run(
     let publisher = LogPublisher::new(stack.jetstream.clone(), stack.namespace.clone())
         .with_grouped_writes(std::time::Duration::from_millis(config.stack.log_linger_ms));
     let authenticator = TenantAuthenticator::new(stack.pool.clone());
+    let delivery_started = Started::default();
+    let projector_started = Started::default();
     let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .with_state(stack.clone())
+        .with_state(HealthState {
+            stack: stack.clone(),
+            delivery: service
+                .includes(Service::Delivery)
+                .then(|| delivery_started.clone()),
+            projector: service
+                .includes(Service::Projector)
+                .then(|| projector_started.clone()),
+        })
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
@@ -199,11 +209,12 @@ pub async fn run(
         // and connections of its own, the kernel shares the CPU between ingest and delivery.
         // (This failed before busy endpoints' backlogs stayed in the log: ingest let in more
         // than delivery could take, and the deferrals spiralled; ADR 0024.)
-        let (delivery, stack_config, vault, shutdown) = (
+        let (delivery, stack_config, vault, shutdown, started) = (
             config.delivery.clone(),
             config.stack.clone(),
             vault.clone().ok_or(InvalidConfig::NoVault)?,
             shutdown.clone(),
+            delivery_started.setter(),
         );
         let run = on_own_runtime("delivery", DELIVERY_THREADS, move || async move {
             let stack =
@@ -217,6 +228,7 @@ pub async fn run(
                 stack.pool.clone(),
                 vault,
                 shutdown,
+                started,
             )
             .await;
             publisher.flush_grouped().await;
@@ -231,6 +243,7 @@ pub async fn run(
             stack.pool.clone(),
             vault.clone().ok_or(InvalidConfig::NoVault)?,
             shutdown.clone(),
+            delivery_started.setter(),
         );
         background.spawn(background_task("delivery service", run));
     }
@@ -239,10 +252,11 @@ pub async fn run(
         // second once delivery saturated the CPU (docs/PERFORMANCE.md, `saturated`): their
         // few tasks queued behind thousands of delivery tasks at every await. On threads and
         // connections of their own, the kernel shares the CPU between them and delivery.
-        let (projector, stack_config, shutdown) = (
+        let (projector, stack_config, shutdown, started) = (
             config.projector.clone(),
             config.stack.clone(),
             shutdown.clone(),
+            projector_started.setter(),
         );
         let run = on_own_runtime("projector", PROJECTOR_THREADS, move || async move {
             let stack = Stack::connect_with_pool(&stack_config, PROJECTOR_CONNECTIONS).await?;
@@ -253,6 +267,7 @@ pub async fn run(
                 stack.pool.clone(),
                 stack.clickhouse.clone(),
                 shutdown,
+                started,
             )
             .await?;
             stack.nats.flush().await.ok();
@@ -267,6 +282,7 @@ pub async fn run(
             stack.pool.clone(),
             stack.clickhouse.clone(),
             shutdown.clone(),
+            projector_started.setter(),
         );
         background.spawn(background_task("projector", run));
     }

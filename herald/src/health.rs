@@ -1,10 +1,14 @@
-//! `GET /healthz`: 200 only when NATS, Postgres and ClickHouse all answer.
+//! `GET /healthz`: 200 only when NATS, Postgres and ClickHouse all answer and every service
+//! this process runs has started (opened what it reads from the log: a delivery service
+//! still waiting for the log to answer at start cannot deliver yet).
 
 use crate::stack::Stack;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -12,11 +16,54 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `unavailable`.
+    /// `ok`; `starting` while every store answers but a service has not started yet; or
+    /// `unavailable`.
     pub status: &'static str,
     pub nats: CheckResult,
     pub postgres: CheckResult,
     pub clickhouse: CheckResult,
+    /// Present when this process runs the delivery service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<ServiceState>,
+    /// Present when this process runs the projector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projector: Option<ServiceState>,
+}
+
+/// A background service's progress: `starting` until it has opened its streams and
+/// consumers of the log (it waits for the log to answer), then `running`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Starting,
+    Running,
+}
+
+/// Set once by a background service when it has started; read by `/healthz`.
+#[derive(Clone, Debug, Default)]
+pub struct Started(Arc<AtomicBool>);
+
+impl Started {
+    /// What the service calls once it runs.
+    pub fn setter(&self) -> impl FnOnce() + Send + 'static {
+        let flag = self.0.clone();
+        move || flag.store(true, Ordering::Release)
+    }
+
+    fn state(&self) -> ServiceState {
+        match self.0.load(Ordering::Acquire) {
+            true => ServiceState::Running,
+            false => ServiceState::Starting,
+        }
+    }
+}
+
+/// What `/healthz` looks at: the stores, and the services this process runs that start.
+#[derive(Clone)]
+pub struct HealthState {
+    pub stack: Stack,
+    pub delivery: Option<Started>,
+    pub projector: Option<Started>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,7 +115,8 @@ async fn within<F: std::future::Future<Output = Result<(), CheckError>>>(
     get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
-pub async fn healthz(State(stack): State<Stack>) -> (StatusCode, Json<Health>) {
+pub async fn healthz(State(health): State<HealthState>) -> (StatusCode, Json<Health>) {
+    let stack = &health.stack;
     let nats = async {
         if stack.nats.connection_state() == async_nats::connection::State::Connected {
             Ok(stack.nats.flush().await?)
@@ -86,17 +134,17 @@ pub async fn healthz(State(stack): State<Stack>) -> (StatusCode, Json<Health>) {
     };
     let (nats, postgres, clickhouse) =
         tokio::join!(within(nats), within(postgres), within(clickhouse));
-    let healthy = nats.is_ok() && postgres.is_ok() && clickhouse.is_ok();
+    let stores_answer = nats.is_ok() && postgres.is_ok() && clickhouse.is_ok();
+    let delivery = health.delivery.as_ref().map(Started::state);
+    let projector = health.projector.as_ref().map(Started::state);
+    let (status, word) = verdict(stores_answer, &[delivery, projector]);
     let health = Health {
-        status: if healthy { "ok" } else { "unavailable" },
+        status: word,
         nats: CheckResult::from_result(nats),
         postgres: CheckResult::from_result(postgres),
         clickhouse: CheckResult::from_result(clickhouse),
-    };
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        delivery,
+        projector,
     };
     (status, Json(health))
 }
@@ -120,4 +168,51 @@ pub async fn metrics() -> impl axum::response::IntoResponse {
         )],
         herald_metrics::metrics().render(),
     )
+}
+
+/// The answer and its `status` word, from whether every store answers and the state of each
+/// service (`None`: not run by this process).
+fn verdict(stores_answer: bool, services: &[Option<ServiceState>]) -> (StatusCode, &'static str) {
+    let started = services
+        .iter()
+        .flatten()
+        .all(|state| *state == ServiceState::Running);
+    match (stores_answer, started) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ServiceState::{Running, Starting};
+
+    #[test]
+    fn healthy_only_once_every_store_answers_and_every_service_runs() {
+        let ok = (StatusCode::OK, "ok");
+        let starting = (StatusCode::SERVICE_UNAVAILABLE, "starting");
+        let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        assert_eq!(
+            verdict(true, &[None, None]),
+            ok,
+            "a process without such services"
+        );
+        assert_eq!(verdict(true, &[Some(Running), Some(Running)]), ok);
+        assert_eq!(verdict(true, &[Some(Starting), Some(Running)]), starting);
+        assert_eq!(verdict(true, &[None, Some(Starting)]), starting);
+        assert_eq!(verdict(false, &[Some(Running), None]), unavailable);
+        assert_eq!(verdict(false, &[Some(Starting), None]), unavailable);
+    }
+
+    #[test]
+    fn a_service_runs_once_it_says_so() {
+        let started = Started::default();
+        assert_eq!(started.state(), Starting);
+        let setter = started.setter();
+        assert_eq!(started.clone().state(), Starting);
+        setter();
+        assert_eq!(started.state(), Running);
+    }
 }

@@ -33,7 +33,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs both projections and the housekeeping until `shutdown`. A batch in progress is
-/// finished (or, if its store is down, left unacknowledged for redelivery).
+/// finished (or, if its store is down, left unacknowledged for redelivery). `started` is
+/// called once the log stream is open and the projections run.
 pub async fn run(
     config: ProjectorConfig,
     jetstream: jetstream::Context,
@@ -41,6 +42,7 @@ pub async fn run(
     pool: PgPool,
     clickhouse: clickhouse::Client,
     shutdown: CancellationToken,
+    started: impl FnOnce() + Send,
 ) -> Result<(), ProjectorError> {
     // A projection that refuses to run stops the others too, so the process fails visibly.
     let shutdown = shutdown.child_token();
@@ -113,6 +115,7 @@ pub async fn run(
         .run(shutdown.clone()),
     );
     tracing::info!("projector running");
+    started();
     let (postgres, analytics, _, _) = tokio::join!(postgres, analytics, housekeeping, lag_sampling);
     tracing::info!("projector stopped");
     for outcome in [postgres, analytics] {

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
-async fn healthz_reports_every_store() -> anyhow::Result<()> {
+async fn healthz_reports_every_store_and_service() -> anyhow::Result<()> {
     let api = Api::new();
     let response = api.http.get(api.url("/healthz")).send().await?;
     assert_eq!(response.status(), 200);
@@ -15,6 +15,10 @@ async fn healthz_reports_every_store() -> anyhow::Result<()> {
     assert_eq!(body["status"], "ok");
     for store in ["nats", "postgres", "clickhouse"] {
         assert_eq!(body[store]["ok"], true, "{store}: {body}");
+    }
+    // The test Herald runs every service: each has opened what it reads from the log.
+    for service in ["delivery", "projector"] {
+        assert_eq!(body[service], "running", "{service}: {body}");
     }
     Ok(())
 }
