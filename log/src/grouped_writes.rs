@@ -12,6 +12,7 @@
 
 use crate::LogError;
 use async_nats::jetstream::{self, context::PublishAckFuture};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -139,12 +140,16 @@ async fn send(jetstream: &jetstream::Context, group: &mut Vec<Write>) {
         return;
     }
     // Awaited apart, so that the next group is not held up by this one's acknowledgements.
+    // And all at once: an acknowledgement's timeout runs from when it is first awaited, so
+    // awaited one after another, a group the log never answers (its server gone) would fail
+    // one timeout after another — a dozen records, a minute.
     tokio::spawn(async move {
-        for (acknowledgement, appended) in awaiting {
-            let outcome = acknowledgement
-                .await
-                .map(|ack| ack.sequence)
-                .map_err(LogError::from);
+        let mut answers: FuturesUnordered<_> = awaiting
+            .into_iter()
+            .map(|(acknowledgement, appended)| async move { (acknowledgement.await, appended) })
+            .collect();
+        while let Some((acknowledged, appended)) = answers.next().await {
+            let outcome = acknowledged.map(|ack| ack.sequence).map_err(LogError::from);
             if outcome.is_ok() {
                 herald_metrics::metrics().log_published(started.elapsed());
             }

@@ -126,3 +126,45 @@ async fn every_grouped_acknowledgement_reaches_the_consumer() -> anyhow::Result<
     scratch.delete().await;
     Ok(())
 }
+
+/// Appends the log never answers (its server gone, or an append lost with it) each fail once
+/// the publish timeout is over, counted from when they were sent — not one timeout after
+/// another. Awaited one by one, a group of N unanswered appends took N timeouts to fail: after
+/// a log outage, delivery's hand-backs of the attempts cut off came 5 s apart, and the read
+/// model showed the last of a dozen a minute after the log was back.
+#[tokio::test]
+async fn unanswered_appends_of_one_group_fail_together_after_the_timeout() -> anyhow::Result<()> {
+    let nats = async_nats::connect(env_or("HERALD_NATS_URL", "nats://127.0.0.1:14222")).await?;
+    let mut jetstream = jetstream::new(nats.clone());
+    let timeout = Duration::from_millis(500);
+    jetstream.set_timeout(timeout);
+    // Someone listens, so the server does not say "no responders"; nobody answers.
+    let subject = format!("t{:08x}.unanswered", rand_u32());
+    let _listener = nats.subscribe(subject.clone()).await?;
+    nats.flush().await?;
+    let writes = GroupedWrites::start(jetstream, Duration::from_millis(20));
+
+    const APPENDS: usize = 8;
+    let started = Instant::now();
+    let appends = (0..APPENDS).map(|n| {
+        let (writes, subject) = (writes.clone(), subject.clone());
+        async move {
+            let outcome = writes.append(subject, n.to_string().into_bytes()).await;
+            (outcome, started.elapsed())
+        }
+    });
+    let answered = futures::future::join_all(appends).await;
+    let mut slowest = Duration::ZERO;
+    for (outcome, took) in answered {
+        assert!(
+            outcome.is_err(),
+            "an unanswered append succeeded: {outcome:?}"
+        );
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < timeout * 3,
+        "the last of {APPENDS} unanswered appends failed after {slowest:?}; each times out after {timeout:?}"
+    );
+    Ok(())
+}
