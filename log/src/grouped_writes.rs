@@ -11,13 +11,20 @@
 //! been made before its record is written (ADR 0025).
 
 use crate::LogError;
-use async_nats::jetstream::{self, context::PublishAckFuture};
-use futures::stream::{FuturesUnordered, StreamExt};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
+};
+use std::future::IntoFuture;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// A group is sent at once when it reaches this many writes, whatever `linger` says.
 const MAX_GROUP: usize = 512;
+
+/// The JetStream context's publish timeout as Herald uses it (the client's default): a
+/// group's appends wait this long for their acknowledgements from when the group was sent.
+pub const ACKNOWLEDGEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Write {
     Append {
@@ -41,9 +48,20 @@ pub struct WriterStopped;
 
 impl GroupedWrites {
     /// Starts the sending task on the current runtime.
-    pub fn start(jetstream: jetstream::Context, linger: Duration) -> Self {
+    /// `acknowledgement_timeout` is `jetstream`'s publish timeout
+    /// ([`ACKNOWLEDGEMENT_TIMEOUT`] unless it was given another).
+    pub fn start(
+        jetstream: jetstream::Context,
+        linger: Duration,
+        acknowledgement_timeout: Duration,
+    ) -> Self {
         let (queue, writes) = mpsc::unbounded_channel();
-        tokio::spawn(send_in_groups(jetstream, writes, linger));
+        tokio::spawn(send_in_groups(
+            jetstream,
+            writes,
+            linger,
+            acknowledgement_timeout,
+        ));
         Self { queue }
     }
 
@@ -94,6 +112,7 @@ async fn send_in_groups(
     jetstream: jetstream::Context,
     mut writes: mpsc::UnboundedReceiver<Write>,
     linger: Duration,
+    acknowledgement_timeout: Duration,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -107,13 +126,17 @@ async fn send_in_groups(
                 }
             }
         }
-        send(&jetstream, &mut group).await;
+        send(&jetstream, &mut group, acknowledgement_timeout).await;
     }
 }
 
 /// Hands a group's writes to the connection back to back, so that its task writes them to
 /// the socket together, and answers the appends as their acknowledgements arrive.
-async fn send(jetstream: &jetstream::Context, group: &mut Vec<Write>) {
+async fn send(
+    jetstream: &jetstream::Context,
+    group: &mut Vec<Write>,
+    acknowledgement_timeout: Duration,
+) {
     let mut awaiting: Vec<(PublishAckFuture, oneshot::Sender<Result<u64, LogError>>)> = Vec::new();
     let mut flushed = Vec::new();
     let started = std::time::Instant::now();
@@ -140,16 +163,22 @@ async fn send(jetstream: &jetstream::Context, group: &mut Vec<Write>) {
         return;
     }
     // Awaited apart, so that the next group is not held up by this one's acknowledgements.
-    // And all at once: an acknowledgement's timeout runs from when it is first awaited, so
-    // awaited one after another, a group the log never answers (its server gone) would fail
-    // one timeout after another — a dozen records, a minute.
+    // In order (the server answers a connection's appends in order, so once the first has
+    // come the rest mostly have too), but against one deadline counted from when the group
+    // was sent: an acknowledgement's own timeout runs from when it is first awaited, so a
+    // group the log never answers (its server gone) would otherwise fail one timeout after
+    // another — a dozen records, a minute.
+    let deadline = tokio::time::Instant::from_std(started) + acknowledgement_timeout;
     tokio::spawn(async move {
-        let mut answers: FuturesUnordered<_> = awaiting
-            .into_iter()
-            .map(|(acknowledgement, appended)| async move { (acknowledgement.await, appended) })
-            .collect();
-        while let Some((acknowledged, appended)) = answers.next().await {
-            let outcome = acknowledged.map(|ack| ack.sequence).map_err(LogError::from);
+        for (acknowledgement, appended) in awaiting {
+            let outcome = match tokio::time::timeout_at(deadline, acknowledgement.into_future())
+                .await
+            {
+                Ok(acknowledged) => acknowledged.map(|ack| ack.sequence).map_err(LogError::from),
+                Err(_) => Err(LogError::from(PublishError::new(
+                    PublishErrorKind::TimedOut,
+                ))),
+            };
             if outcome.is_ok() {
                 herald_metrics::metrics().log_published(started.elapsed());
             }

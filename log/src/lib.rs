@@ -96,8 +96,13 @@ impl LogPublisher {
     /// [`ack_grouped`](Self::ack_grouped) in groups held up to `linger` (none if zero); starts
     /// the task that sends them on the current runtime.
     pub fn with_grouped_writes(self, linger: Duration) -> Self {
-        let grouped = (!linger.is_zero())
-            .then(|| grouped_writes::GroupedWrites::start(self.jetstream.clone(), linger));
+        let grouped = (!linger.is_zero()).then(|| {
+            grouped_writes::GroupedWrites::start(
+                self.jetstream.clone(),
+                linger,
+                grouped_writes::ACKNOWLEDGEMENT_TIMEOUT,
+            )
+        });
         Self { grouped, ..self }
     }
 

@@ -4,7 +4,7 @@
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use herald_log::grouped_writes::GroupedWrites;
+use herald_log::grouped_writes::{GroupedWrites, ACKNOWLEDGEMENT_TIMEOUT};
 use herald_tests::{env_or, rand_u32, wait_until};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ async fn every_grouped_append_is_in_the_stream_at_the_sequence_it_was_answered_w
 ) -> anyhow::Result<()> {
     let scratch = ScratchStream::create().await?;
     let linger = Duration::from_millis(200);
-    let writes = GroupedWrites::start(scratch.jetstream.clone(), linger);
+    let writes = GroupedWrites::start(scratch.jetstream.clone(), linger, ACKNOWLEDGEMENT_TIMEOUT);
 
     // Held for the linger: an append alone is not answered before it is over.
     let started = Instant::now();
@@ -104,7 +104,11 @@ async fn every_grouped_acknowledgement_reaches_the_consumer() -> anyhow::Result<
             ..Default::default()
         })
         .await?;
-    let writes = GroupedWrites::start(scratch.jetstream.clone(), Duration::from_millis(20));
+    let writes = GroupedWrites::start(
+        scratch.jetstream.clone(),
+        Duration::from_millis(20),
+        ACKNOWLEDGEMENT_TIMEOUT,
+    );
     let mut messages = reader.fetch().max_messages(300).messages().await?;
     let mut read = 0;
     while let Some(message) = messages.next().await {
@@ -142,7 +146,7 @@ async fn unanswered_appends_of_one_group_fail_together_after_the_timeout() -> an
     let subject = format!("t{:08x}.unanswered", rand_u32());
     let _listener = nats.subscribe(subject.clone()).await?;
     nats.flush().await?;
-    let writes = GroupedWrites::start(jetstream, Duration::from_millis(20));
+    let writes = GroupedWrites::start(jetstream, Duration::from_millis(20), timeout);
 
     const APPENDS: usize = 8;
     let started = Instant::now();
