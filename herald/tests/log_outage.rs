@@ -18,7 +18,10 @@ const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 /// Long enough for every reader of the log to notice it is gone (pull heartbeats are missed
 /// after a few seconds) and to try to read it again while it still is.
 const OUTAGE: Duration = Duration::from_secs(15);
-/// The read model has caught up this soon after the log is back (measured: 7.3 s).
+/// The read model has caught up this soon after the log is back (measured: 1.3–1.5 s since
+/// the projections read again as soon as their connection is back; 7.3–9.2 s when they waited
+/// for the stall detector). The connection itself comes back up to 4 s after the server does
+/// (the client's reconnection backoff), so the bound is not tighter.
 const PROJECTED_WITHIN: Duration = Duration::from_secs(30);
 const EVENTS_BEFORE: usize = 20;
 const EVENTS_AFTER: usize = 20;
@@ -173,8 +176,9 @@ async fn herald_rides_out_its_log_being_down_and_catches_up() -> anyhow::Result<
         projected.as_secs_f64()
     );
     // The projections' readers of the log were recreated by the client with backoffs of up
-    // to 10 s, each try waiting out request timeouts: 16 to 61 s. A stuck reader is now
-    // replaced within seconds (`reader_watch`).
+    // to 10 s, each try waiting out request timeouts: 16 to 61 s. The projections now read
+    // again as soon as the connection is back, and a reader stuck otherwise is replaced
+    // within seconds (`reader_watch`).
     assert!(
         projected < PROJECTED_WITHIN,
         "the read model caught up {projected:?} after the log came back, not within {PROJECTED_WITHIN:?}"

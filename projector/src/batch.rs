@@ -3,7 +3,7 @@
 //! cheap: one transaction or one insert per batch, one acknowledgement per batch.
 
 use crate::error::ProjectorError;
-use crate::reader_watch::ReaderWatch;
+use crate::reader_watch::{ReaderWatch, Reopen};
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, Message};
@@ -97,11 +97,16 @@ pub async fn next_batch(
     let first = tokio::select! {
         next = messages.next() => next,
         () = shutdown.cancelled() => return Pulled::Shutdown,
-        () = reader.reopen_asked() => {
-            tracing::warn!(
-                stalled_after = ?crate::reader_watch::STALLED_AFTER,
-                "the log reader handed out nothing while the log is ahead; reading again from the checkpoint"
-            );
+        why = reader.reopen_asked() => {
+            match why {
+                Reopen::Stalled => tracing::warn!(
+                    stalled_after = ?crate::reader_watch::STALLED_AFTER,
+                    "{}; reading again from the checkpoint", why.as_str()
+                ),
+                Reopen::Reconnected => {
+                    tracing::info!("{}; reading again from the checkpoint", why.as_str())
+                }
+            }
             return Pulled::Interrupted;
         }
     };

@@ -16,7 +16,7 @@
 //! projection behind and not moving gets a new log reader (`reader_watch`).
 
 use crate::error::ProjectorError;
-use crate::reader_watch::{ReaderWatch, StallDetector};
+use crate::reader_watch::{ReaderWatch, Reopen, StallDetector};
 use async_nats::jetstream;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,7 +129,7 @@ pub async fn sample(
                             applied,
                             "projection stalled"
                         );
-                        projection.reader.reopen();
+                        projection.reader.reopen(Reopen::Stalled);
                     }
                 }
                 Err(error) => {

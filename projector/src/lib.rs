@@ -82,6 +82,11 @@ pub async fn run(
         ],
         shutdown.clone(),
     ));
+    let reopening = tokio::spawn(reader_watch::reopen_on_reconnection(
+        jetstream.client(),
+        vec![postgres_reader.clone(), clickhouse_reader.clone()],
+        shutdown.clone(),
+    ));
     let postgres_run = postgres_projection::run(
         pool.clone(),
         namespace.postgres_checkpoint(),
@@ -116,7 +121,8 @@ pub async fn run(
     );
     tracing::info!("projector running");
     started();
-    let (postgres, analytics, _, _) = tokio::join!(postgres, analytics, housekeeping, lag_sampling);
+    let (postgres, analytics, _, _, _) =
+        tokio::join!(postgres, analytics, housekeeping, lag_sampling, reopening);
     tracing::info!("projector stopped");
     for outcome in [postgres, analytics] {
         outcome??;

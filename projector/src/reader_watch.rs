@@ -1,5 +1,6 @@
 //! Noticing a projection whose log reader has stopped handing it messages while the log has
-//! more for it, and making it read again from its checkpoint.
+//! more for it, or may have (the connection to the log just came back), and making it read
+//! again from its checkpoint.
 //!
 //! A projection reads through the client's ordered consumer, which recreates itself when its
 //! server goes away — with backoffs of up to 10 s between tries, each try waiting out request
@@ -8,7 +9,7 @@
 //! sees it (the log is ahead, the projection does not move) and asks for a new reader; the
 //! projection's own retry of a fresh reader takes a second.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -18,20 +19,105 @@ use tokio::sync::Notify;
 /// and is not disturbed.
 pub const STALLED_AFTER: Duration = Duration::from_secs(5);
 
-/// Shared by a projection and the sampler: the sampler asks, the projection's wait for its
-/// next message hears it.
-#[derive(Clone, Debug, Default)]
-pub struct ReaderWatch(Arc<Notify>);
+/// Why a projection is asked to read again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopen {
+    /// Its reader handed out nothing for [`STALLED_AFTER`] while the log was ahead.
+    Stalled,
+    /// The connection to the log came back: the server may have lost the reader.
+    Reconnected,
+}
+
+impl Reopen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stalled => "the log reader handed out nothing while the log was ahead",
+            Self::Reconnected => "the connection to the log came back",
+        }
+    }
+}
+
+/// Shared by a projection and those who watch its reader (the lag sampler, the connection
+/// watch): they ask, the projection's wait for its next message hears it.
+#[derive(Clone, Debug)]
+pub struct ReaderWatch(Arc<(Notify, Mutex<Reopen>)>);
+
+impl Default for ReaderWatch {
+    fn default() -> Self {
+        Self(Arc::new((Notify::new(), Mutex::new(Reopen::Stalled))))
+    }
+}
 
 impl ReaderWatch {
     /// Asks the projection to open a new reader, if it is waiting for its reader now.
-    pub fn reopen(&self) {
-        self.0.notify_waiters();
+    pub fn reopen(&self, why: Reopen) {
+        *self.0 .1.lock().unwrap_or_else(PoisonError::into_inner) = why;
+        self.0 .0.notify_waiters();
     }
 
-    /// Resolves when [`reopen`](Self::reopen) is asked while this is awaited.
-    pub async fn reopen_asked(&self) {
-        self.0.notified().await;
+    /// Resolves, with the reason, when [`reopen`](Self::reopen) is asked while this is
+    /// awaited.
+    pub async fn reopen_asked(&self) -> Reopen {
+        self.0 .0.notified().await;
+        *self.0 .1.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How often [`reopen_on_reconnection`] looks at the connection to the log.
+pub const CONNECTION_LOOKED_AT_EVERY: Duration = Duration::from_millis(200);
+
+/// Tells, from successive looks at the connection to the log, when it has come back after
+/// being down. The projector starts connected.
+#[derive(Debug)]
+pub struct Reconnection {
+    was_connected: bool,
+}
+
+impl Default for Reconnection {
+    fn default() -> Self {
+        Self {
+            was_connected: true,
+        }
+    }
+}
+
+impl Reconnection {
+    /// Told whether the connection is up now; true when it was down at the last look.
+    pub fn came_back(&mut self, connected: bool) -> bool {
+        let came_back = connected && !self.was_connected;
+        self.was_connected = connected;
+        came_back
+    }
+}
+
+/// Asks every reader to read again from its checkpoint as soon as the connection to the log
+/// is back. A projection's reader is an ordered consumer the server keeps in memory only: a
+/// server that restarted has lost it, and the client recreates it only after two missed
+/// heartbeats and its own backoff, so the stall detector was what brought the read model back,
+/// 7–9 s after the log. A reader asked while it was not stuck costs one consumer creation; a
+/// projection busy applying a batch does not hear it.
+pub async fn reopen_on_reconnection(
+    client: async_nats::Client,
+    readers: Vec<ReaderWatch>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut reconnection = Reconnection::default();
+    let mut looks = tokio::time::interval(CONNECTION_LOOKED_AT_EVERY);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = looks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if reconnection.came_back(connected) {
+            tracing::debug!(
+                "the connection to the log is back; asking the projections to read again"
+            );
+            for reader in &readers {
+                reader.reopen(Reopen::Reconnected);
+            }
+        }
     }
 }
 
@@ -84,6 +170,17 @@ mod tests {
         // Asked once, then only after as long again.
         assert!(!detector.stalled(10, 5, at(8)));
         assert!(detector.stalled(10, 5, at(12)));
+    }
+
+    #[test]
+    fn the_connection_came_back_only_on_the_look_after_it_was_down() {
+        let mut reconnection = Reconnection::default();
+        let looks = [true, false, false, true, true, false, true, true];
+        let came_back: Vec<bool> = looks.iter().map(|&up| reconnection.came_back(up)).collect();
+        assert_eq!(
+            came_back,
+            [false, false, false, true, false, false, true, false]
+        );
     }
 
     #[test]
