@@ -39,27 +39,37 @@ impl Reopen {
 
 /// Shared by a projection and those who watch its reader (the lag sampler, the connection
 /// watch): they ask, the projection's wait for its next message hears it.
-#[derive(Clone, Debug)]
-pub struct ReaderWatch(Arc<(Notify, Mutex<Reopen>)>);
+#[derive(Clone, Debug, Default)]
+pub struct ReaderWatch(Arc<Asked>);
 
-impl Default for ReaderWatch {
+#[derive(Debug)]
+struct Asked {
+    heard: Notify,
+    /// The reason of the last request; read by whoever hears it.
+    why: Mutex<Reopen>,
+}
+
+impl Default for Asked {
     fn default() -> Self {
-        Self(Arc::new((Notify::new(), Mutex::new(Reopen::Stalled))))
+        Self {
+            heard: Notify::new(),
+            why: Mutex::new(Reopen::Stalled),
+        }
     }
 }
 
 impl ReaderWatch {
     /// Asks the projection to open a new reader, if it is waiting for its reader now.
     pub fn reopen(&self, why: Reopen) {
-        *self.0 .1.lock().unwrap_or_else(PoisonError::into_inner) = why;
-        self.0 .0.notify_waiters();
+        *self.0.why.lock().unwrap_or_else(PoisonError::into_inner) = why;
+        self.0.heard.notify_waiters();
     }
 
     /// Resolves, with the reason, when [`reopen`](Self::reopen) is asked while this is
     /// awaited.
     pub async fn reopen_asked(&self) -> Reopen {
-        self.0 .0.notified().await;
-        *self.0 .1.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.heard.notified().await;
+        *self.0.why.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
