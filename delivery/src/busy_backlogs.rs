@@ -325,9 +325,7 @@ async fn take(worker: &RetryWorker, message: jetstream::Message, hard_stop: &Can
     tokio::select! {
         attempted = attempted => match attempted {
             true => worker.deliveries.publisher().ack_grouped(message).await,
-            false => {
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            }
+            false => herald_log::hand_back::hand_back(message, Duration::from_secs(1)),
         },
         () = hard_stop.cancelled() => {
             let _ = message.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;

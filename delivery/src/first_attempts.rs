@@ -142,7 +142,7 @@ async fn deliver_event(
             let failures = results.iter().filter(|result| result.is_err()).count();
             if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
                 tracing::warn!(event_id = %event.event_id, failures, %error, "attempts not recorded; event handed back");
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                herald_log::hand_back::hand_back(message, Duration::from_secs(1));
                 Settled::HandedBack
             } else {
                 deliveries.publisher().ack_grouped(message).await;

@@ -169,9 +169,7 @@ impl RetryWorker {
                     Ok(()) => worker.deliveries.publisher().ack_grouped(message).await,
                     Err(error) => {
                         tracing::warn!(%error, "could not move retry to its next tier");
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                            .await;
+                        herald_log::hand_back::hand_back(message, Duration::from_secs(1));
                     }
                 }
             });
@@ -183,9 +181,7 @@ impl RetryWorker {
             tokio::select! {
                 acked = worker.attempt(retry, until_due) => match acked {
                     true => worker.deliveries.publisher().ack_grouped(message).await,
-                    false => {
-                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    }
+                    false => herald_log::hand_back::hand_back(message, Duration::from_secs(1)),
                 },
                 () = hard_stop.cancelled() => {
                     let _ = message.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;

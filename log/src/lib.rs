@@ -72,6 +72,7 @@ impl LogError {
 
 pub mod event_reader;
 pub mod grouped_writes;
+pub mod hand_back;
 pub mod outbox;
 pub mod when_available;
 
