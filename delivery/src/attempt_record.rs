@@ -7,6 +7,7 @@
 //! whose append may have reached the log (a timeout) is not: appended again, it could be
 //! there twice, and the read models would count the attempt twice (ADR 0027).
 
+use herald_log::doubling::Doubling;
 use herald_log::{LogError, LogPublisher};
 use herald_schemas::LogMessage;
 use std::time::Duration;
@@ -23,15 +24,15 @@ pub fn persistence(ack_wait: Duration, request_timeout: Duration) -> Duration {
     (ack_wait.saturating_sub(request_timeout) / 2).max(Duration::from_secs(1))
 }
 
+const WAITS: Doubling = Doubling {
+    first: FIRST_WAIT,
+    longest: LONGEST_WAIT,
+};
+
 /// The wait before the next try after one that waited `previous` (zero for the first), or
 /// `None` when a try after it would start past `persist_for` since the first.
 pub fn next_wait(previous: Duration, spent: Duration, persist_for: Duration) -> Option<Duration> {
-    let wait = if previous.is_zero() {
-        FIRST_WAIT
-    } else {
-        (previous * 2).min(LONGEST_WAIT)
-    };
-    (spent + wait <= persist_for).then_some(wait)
+    WAITS.next(previous, spent, persist_for)
 }
 
 /// Appends `record` on `subject()` (grouped with other writes when `grouped`), again while

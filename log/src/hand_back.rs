@@ -8,6 +8,7 @@
 //! minute after the server was back. So the hand-back asks for the server's confirmation and
 //! is sent again until it comes, for as long as it could still matter.
 
+use crate::doubling::Doubling;
 use async_nats::jetstream::{self, AckKind};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,14 +44,15 @@ pub fn hand_back(message: jetstream::Message, delay: Duration) {
     });
 }
 
+const WAITS: Doubling = Doubling {
+    first: FIRST_WAIT,
+    longest: LONGEST_WAIT,
+};
+
 /// The wait before sending again after a wait of `previous` (zero for the first), or `None`
 /// once `spent` and the wait would pass [`GIVE_UP_AFTER`].
 fn next_wait(previous: Duration, spent: Duration) -> Option<Duration> {
-    let wait = match previous.is_zero() {
-        true => FIRST_WAIT,
-        false => (previous * 2).min(LONGEST_WAIT),
-    };
-    (spent + wait <= GIVE_UP_AFTER).then_some(wait)
+    WAITS.next(previous, spent, GIVE_UP_AFTER)
 }
 
 #[cfg(test)]

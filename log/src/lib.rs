@@ -70,6 +70,7 @@ impl LogError {
     }
 }
 
+pub mod doubling;
 pub mod event_reader;
 pub mod grouped_writes;
 pub mod hand_back;
