@@ -62,6 +62,7 @@ pub(crate) async fn history(
             "deliveries_per_sec": fresh.deliveries_per_sec,
             "cpu_us_per_delivery": fresh.cpu_us_per_delivery,
             "accept_to_delivered_ms": fresh.accept_to_delivered_ms,
+            "machine_cpu": fresh.machine_cpu,
         },
         "change_from_fresh_percent": round2(
             100.0 * (steady_state(&finished).deliveries_per_sec / fresh.deliveries_per_sec - 1.0)

@@ -4,6 +4,7 @@
 //! process on the machine (Herald and each server). Writes `<results-dir>/<scenario>.json`;
 //! `bench/run.sh` starts Herald for it and draws the plots. Scenarios: see [`scenarios`].
 
+mod calibration;
 mod filled_log;
 mod herald_histograms;
 mod ledger;

@@ -1,6 +1,7 @@
 //! What each process of the platform costs: CPU seconds (user + system), memory (PSS, so
 //! that Postgres' shared buffers are not counted once per backend) and bytes written to
-//! storage, summed per program name, read from `/proc` once a second.
+//! storage, summed per program name, read from `/proc` once a second; and what the machine's
+//! CPUs did meanwhile, the time the hypervisor gave to other guests (steal) included.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,20 +19,75 @@ pub struct Usage {
     pub written_bytes: u64,
 }
 
+/// CPU seconds of all the machine's CPUs since boot, from the `cpu` line of `/proc/stat`.
+/// On a virtual machine whose host is short of CPU, `stolen` grows while the guest wanted to
+/// run: the same work then takes longer and queues behind itself, so a run with a share of
+/// steal measures the host as much as Herald.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MachineTimes {
+    /// user, nice, system, irq and softirq (guest time is inside user).
+    pub busy: f64,
+    /// idle and iowait.
+    pub idle: f64,
+    pub stolen: f64,
+    /// CPUs the kernel lists (`cpuN` lines).
+    pub cpus: usize,
+}
+
+impl MachineTimes {
+    pub fn read() -> Self {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| parse_machine_times(&stat, clock_ticks()))
+            .unwrap_or_default()
+    }
+}
+
+/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal ...`
+/// in USER_HZ. Kernels before 2.6.11 had no steal column; it reads as none.
+fn parse_machine_times(stat: &str, ticks: f64) -> Option<MachineTimes> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0.0) / ticks;
+    if fields.len() < 4 {
+        return None;
+    }
+    let cpus = stat
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Some(MachineTimes {
+        busy: field(0) + field(1) + field(2) + field(5) + field(6),
+        idle: field(3) + field(4),
+        stolen: field(7),
+        cpus,
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub at: Instant,
     pub by_program: BTreeMap<String, Usage>,
+    pub machine: MachineTimes,
 }
 
 impl Snapshot {
     pub fn take() -> Self {
         let ticks = clock_ticks();
+        let machine = MachineTimes::read();
         let mut by_program: BTreeMap<String, Usage> = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Self {
                 at: Instant::now(),
                 by_program,
+                machine,
             };
         };
         for entry in entries.flatten() {
@@ -59,6 +115,7 @@ impl Snapshot {
         Self {
             at: Instant::now(),
             by_program,
+            machine,
         }
     }
 
@@ -153,6 +210,31 @@ mod tests {
     fn a_stat_line_with_spaces_in_the_name_parses() {
         let line = "42 (clickhouse serv) S 1 42 42 0 -1 4194560 1 0 0 0 250 150 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_stat(line, 100.0), Some(("clickhouse serv", 4.0)));
+    }
+
+    #[test]
+    fn the_machine_line_splits_into_busy_idle_and_stolen() {
+        let stat = "cpu  100 20 30 400 50 6 7 80 0 0\ncpu0 50 10 15 200 25 3 3 40 0 0\nintr 1 2\n";
+        let times = parse_machine_times(stat, 100.0).expect("parses");
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(
+            close(times.busy, 1.63) && close(times.idle, 4.5) && close(times.stolen, 0.8),
+            "{times:?}"
+        );
+        assert_eq!(times.cpus, 1);
+        let old_kernel = "cpu  100 20 30 400\n";
+        let times = parse_machine_times(old_kernel, 100.0).expect("parses");
+        assert_eq!((times.busy, times.idle, times.stolen), (1.5, 4.0, 0.0));
+        assert_eq!(parse_machine_times("intr 1 2\n", 100.0), None);
+        assert_eq!(parse_machine_times("cpu  1 x 3 4\n", 100.0), None);
+    }
+
+    #[test]
+    fn this_machine_is_read_from_proc() {
+        let before = MachineTimes::read();
+        assert!(before.busy + before.idle > 0.0, "{before:?}");
+        let after = MachineTimes::read();
+        assert!(after.busy >= before.busy && after.stolen >= before.stolen);
     }
 
     #[test]

@@ -71,6 +71,43 @@ pub struct Measured {
     /// Per program, and `platform`: all four together (the load generator is apart).
     pub cpu_us_per_delivery: BTreeMap<String, f64>,
     pub written_bytes_per_delivery: BTreeMap<String, f64>,
+    /// What the whole machine's CPUs did over the same span as the CPU per delivery.
+    pub machine_cpu: MachineCpu,
+}
+
+/// How the machine's CPUs were used over a span, in cores, all processes together.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct MachineCpu {
+    pub busy_cores: f64,
+    pub idle_cores: f64,
+    /// Taken by the hypervisor for other guests while this machine wanted to run.
+    pub stolen_cores: f64,
+    /// Of the machine's CPUs over the span, the share the host took. (Busy and idle need not
+    /// add up to the CPUs: the kernel samples busy time at its ticks but measures idle time
+    /// exactly, so with many short sleeps a few per cent go unaccounted; steal is measured.)
+    pub stolen_share: f64,
+}
+
+/// Above this share of stolen CPU a run measured a contended host: rates fall and latencies
+/// grow with the steal, not with the code (`docs/PERFORMANCE.md`, eleventh round).
+pub const CONTENDED_STOLEN_SHARE: f64 = 0.05;
+
+impl MachineCpu {
+    pub fn between(first: &Snapshot, last: &Snapshot) -> Self {
+        let seconds = last.at.duration_since(first.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return Self::default();
+        }
+        let (a, b) = (first.machine, last.machine);
+        let (busy, idle, stolen) = (b.busy - a.busy, b.idle - a.idle, b.stolen - a.stolen);
+        let had = seconds * b.cpus.max(1) as f64;
+        Self {
+            busy_cores: round2(busy / seconds),
+            idle_cores: round2(idle / seconds),
+            stolen_cores: round2(stolen / seconds),
+            stolen_share: (stolen / had * 1000.0).round() / 1000.0,
+        }
+    }
 }
 
 pub struct Run<'a> {
@@ -102,7 +139,7 @@ impl Run<'_> {
         };
         let ingest = answers().map(|answer| answer.latency_ms()).collect();
         let sent_late = answers().map(|answer| answer.sent_late_ms()).collect();
-        let (cpu, written) = self.costs(window);
+        let (cpu, written, machine_cpu) = self.costs(window);
         Measured {
             window,
             deliveries,
@@ -112,6 +149,7 @@ impl Run<'_> {
             ingest_sent_late_ms: Quantiles::of(sent_late),
             cpu_us_per_delivery: cpu,
             written_bytes_per_delivery: written,
+            machine_cpu,
         }
     }
 
@@ -132,8 +170,8 @@ impl Run<'_> {
 
     /// CPU µs and bytes written per delivery in `window`, between the snapshots closest to
     /// its ends (deliveries counted over the same span, so a snapshot a little off either end
-    /// shifts both alike).
-    fn costs(&self, window: Window) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    /// shifts both alike), and the machine's CPU over that span.
+    fn costs(&self, window: Window) -> (BTreeMap<String, f64>, BTreeMap<String, f64>, MachineCpu) {
         let (Some(first), Some(last)) =
             (self.snapshot_at(window.from), self.snapshot_at(window.to))
         else {
@@ -167,7 +205,7 @@ impl Run<'_> {
         }
         cpu.insert("platform".to_owned(), per(cpu_total));
         written.insert("platform".to_owned(), per(written_total));
-        (cpu, written)
+        (cpu, written, MachineCpu::between(first, last))
     }
 
     /// Per second of the run: deliveries and accepted events (by when they happened), and
@@ -216,7 +254,8 @@ impl Run<'_> {
             .collect()
     }
 
-    /// CPU cores used by each program between consecutive snapshots.
+    /// CPU cores used by each program between consecutive snapshots, and the cores the host
+    /// took (as [`STOLEN`]).
     pub fn cpu_timeline(&self) -> Vec<PerProgram> {
         self.snapshots
             .windows(2)
@@ -226,16 +265,19 @@ impl Run<'_> {
                     .duration_since(pair[0].at)
                     .as_secs_f64()
                     .max(1e-3);
+                let mut values: BTreeMap<String, f64> = pair[1]
+                    .by_program
+                    .iter()
+                    .map(|(program, usage)| {
+                        let spent = usage.cpu_seconds - pair[0].get(program).cpu_seconds;
+                        (program.clone(), round2(spent.max(0.0) / seconds))
+                    })
+                    .collect();
+                let stolen = pair[1].machine.stolen - pair[0].machine.stolen;
+                values.insert(STOLEN.to_owned(), round2(stolen.max(0.0) / seconds));
                 PerProgram {
                     t: round2(self.offset(pair[1].at)),
-                    values: pair[1]
-                        .by_program
-                        .iter()
-                        .map(|(program, usage)| {
-                            let spent = usage.cpu_seconds - pair[0].get(program).cpu_seconds;
-                            (program.clone(), round2(spent.max(0.0) / seconds))
-                        })
-                        .collect(),
+                    values,
                 }
             })
             .collect()
@@ -257,6 +299,9 @@ impl Run<'_> {
         memory
     }
 }
+
+/// The name under which the CPU timeline shows what the host took.
+pub const STOLEN: &str = "stolen by the host";
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Second {
@@ -284,6 +329,38 @@ pub struct MemoryUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stolen_cpu_is_a_share_of_what_the_machine_had() {
+        use crate::processes::MachineTimes;
+        let at = Instant::now();
+        let snapshot = |after: u64, busy: f64, idle: f64, stolen: f64| Snapshot {
+            at: at + std::time::Duration::from_secs(after),
+            by_program: BTreeMap::new(),
+            machine: MachineTimes {
+                busy,
+                idle,
+                stolen,
+                cpus: 2,
+            },
+        };
+        // Ten seconds of a two-core machine: 12 s busy, 3 s idle, 5 s taken by the host.
+        let share = MachineCpu::between(
+            &snapshot(0, 100.0, 50.0, 7.0),
+            &snapshot(10, 112.0, 53.0, 12.0),
+        );
+        assert_eq!(
+            (
+                share.busy_cores,
+                share.idle_cores,
+                share.stolen_cores,
+                share.stolen_share
+            ),
+            (1.2, 0.3, 0.5, 0.25)
+        );
+        let same = snapshot(0, 1.0, 1.0, 1.0);
+        assert_eq!(MachineCpu::between(&same, &same).stolen_share, 0.0);
+    }
 
     #[test]
     fn quantiles_pick_the_nearest_rank() {

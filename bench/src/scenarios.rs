@@ -28,7 +28,7 @@ use crate::ledger::Delivery;
 use crate::load::Routing;
 use crate::maxima::{fanout10_max_rate, max_rate};
 use crate::receiver::Behaviour;
-use crate::report::{round2, Measured, Quantiles, Run, Window};
+use crate::report::{round2, Measured, Quantiles, Run, Window, CONTENDED_STOLEN_SHARE};
 use crate::session::{Endpoints, Finished, Session};
 use crate::Args;
 use anyhow::Result;
@@ -91,6 +91,8 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     let scenario = args.scenario;
     let seconds = args.duration.unwrap_or(scenario.default_duration());
     let started_at = chrono::Utc::now();
+    // Before any load, while Herald and the servers are idle.
+    let calibration = tokio::task::spawn_blocking(crate::calibration::measure).await?;
     let (finished, steps, findings) = match scenario {
         Scenario::Quick => {
             let mut session = Session::open(args, client, one_endpoint()).await?;
@@ -176,7 +178,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
     Ok(json!({
         "scenario": scenario.name(),
         "commit": args.commit,
-        "machine": machine(),
+        "machine": machine(calibration),
         "started_at": started_at,
         "duration_s": seconds,
         "endpoints": finished.endpoints,
@@ -192,6 +194,7 @@ pub async fn run(args: &Args, client: &reqwest::Client) -> Result<Value> {
         "projection_lag_ms": projection_lag(&finished),
         "cpu_us_per_delivery": main.cpu_us_per_delivery,
         "written_bytes_per_delivery": main.written_bytes_per_delivery,
+        "machine_cpu": main.machine_cpu,
         "rss_mb": run.memory(),
         "steps": steps,
         "findings": findings,
@@ -422,6 +425,7 @@ async fn fanout10_at_target(args: &Args, client: &reqwest::Client, seconds: f64)
         "ingest_ms": measured.ingest_ms,
         "projection_lag_ms": projection_lag(&finished),
         "cpu_us_per_delivery": measured.cpu_us_per_delivery,
+        "machine_cpu": measured.machine_cpu,
     }))
 }
 
@@ -453,8 +457,8 @@ pub(crate) fn steady_state(finished: &Finished) -> Measured {
     )
 }
 
-/// The machine the run was on.
-fn machine() -> Value {
+/// The machine the run was on, and how fast it was when the run started.
+fn machine(calibration: crate::calibration::Calibration) -> Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
@@ -479,6 +483,7 @@ fn machine() -> Value {
         "memory_gib": round2(memory_kb / 1_048_576.0),
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "debian": read("/etc/debian_version").trim(),
+        "calibration": calibration,
     })
 }
 
@@ -492,6 +497,11 @@ pub fn summary(result: &Value) -> String {
     };
     let mut lines = vec![
         format!("scenario:             {}", result["scenario"]),
+        format!(
+            "machine at the start: {} xorshift steps/µs, thread wakeup round trip {} µs",
+            result["machine"]["calibration"]["arithmetic_steps_per_us"],
+            result["machine"]["calibration"]["wakeup_round_trip_us"]
+        ),
         format!("ledger:               {}", result["ledger"]),
         format!("deliveries/s:         {}", result["deliveries_per_sec"]),
         format!(
@@ -517,17 +527,25 @@ pub fn summary(result: &Value) -> String {
             result["written_bytes_per_delivery"]
         ),
         format!("memory MB:            {}", result["rss_mb"]),
+        format!(
+            "machine CPU (cores):  busy {} / idle {} / stolen by the host {} ({} %)",
+            result["machine_cpu"]["busy_cores"],
+            result["machine_cpu"]["idle_cores"],
+            result["machine_cpu"]["stolen_cores"],
+            percent(&result["machine_cpu"]["stolen_share"]),
+        ),
     ];
     if let Some(steps) = result["steps"].as_array() {
         for step in steps {
             let measured = &step["measured"];
             lines.push(format!(
-                "  {:<34} {:>9} deliveries/s, p50 {} p99 {} ms, CPU µs/delivery {}",
+                "  {:<34} {:>9} deliveries/s, p50 {} p99 {} ms, CPU µs/delivery {}, stolen {} %",
                 step["phase"]["name"].as_str().unwrap_or(""),
                 measured["deliveries_per_sec"],
                 measured["accept_to_delivered_ms"]["p50"],
                 measured["accept_to_delivered_ms"]["p99"],
                 measured["cpu_us_per_delivery"]["platform"],
+                percent(&measured["machine_cpu"]["stolen_share"]),
             ));
         }
     }
@@ -537,5 +555,20 @@ pub fn summary(result: &Value) -> String {
     {
         lines.push(format!("findings:             {}", result["findings"]));
     }
+    let stolen = result["machine_cpu"]["stolen_share"]
+        .as_f64()
+        .unwrap_or(0.0);
+    if stolen > CONTENDED_STOLEN_SHARE {
+        lines.push(format!(
+            "warning: the host took {} % of this machine's CPU while it measured; its rates, \
+             latencies and CPU per delivery are comparable only with runs that were as contended",
+            percent(&result["machine_cpu"]["stolen_share"])
+        ));
+    }
     lines.join("\n")
+}
+
+/// A share as a percentage with one decimal.
+fn percent(share: &Value) -> f64 {
+    (share.as_f64().unwrap_or(0.0) * 1000.0).round() / 10.0
 }
