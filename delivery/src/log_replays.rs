@@ -138,7 +138,10 @@ impl LogReplays {
             Some(Ok(())) => AckKind::Ack,
             Some(Err(error)) => {
                 tracing::warn!(%error, "replay interrupted; it resumes from its last progress");
-                AckKind::Nak(Some(Duration::from_secs(5)))
+                // Interrupted mostly by the log failing, when a plain negative acknowledgement
+                // can be lost and the replay would wait out the ack wait (ADR 0027).
+                herald_log::hand_back::hand_back(message, Duration::from_secs(5));
+                return;
             }
             // Another process resumes it from its last progress.
             None => AckKind::Nak(None),

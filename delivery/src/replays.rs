@@ -43,7 +43,10 @@ pub async fn run<S, SFut>(
                     Ok(()) => AckKind::Ack,
                     Err(error) => {
                         tracing::warn!(%error, event_id = %replay.event_id, "replay not scheduled; will retry");
-                        AckKind::Nak(Some(Duration::from_secs(1)))
+                        // Scheduling fails when the log does, and a plain negative
+                        // acknowledgement sent then can be lost (ADR 0027).
+                        herald_log::hand_back::hand_back(message, Duration::from_secs(1));
+                        return;
                     }
                 },
                 Ok(_) => AckKind::Ack,
