@@ -19,7 +19,7 @@ pub struct Calibration {
 const STEPS: u64 = 20_000_000;
 const ROUND_TRIPS: u32 = 10_000;
 
-/// Takes about half a second; run it while nothing else is loading the machine.
+/// Takes one to two seconds, most of it the round trips; run it while the machine is idle.
 pub fn measure() -> Calibration {
     let arithmetic = (0..3)
         .map(|_| arithmetic_steps_per_us())

@@ -52,10 +52,10 @@ fn parse_machine_times(stat: &str, ticks: f64) -> Option<MachineTimes> {
         .skip(1)
         .map(|field| field.parse().ok())
         .collect::<Option<_>>()?;
-    let field = |index: usize| fields.get(index).copied().unwrap_or(0.0) / ticks;
     if fields.len() < 4 {
         return None;
     }
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0.0) / ticks;
     let cpus = stat
         .lines()
         .filter(|line| {
