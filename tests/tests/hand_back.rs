@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 const ACK_WAIT: Duration = Duration::from_secs(60);
 /// The handed-back message comes again this soon after the server is back.
 const AGAIN_WITHIN: Duration = Duration::from_secs(15);
+/// How long the server stays down after the hand-back: longer than one send's request timeout
+/// (5 s), so that its first sends are lost with the server. An outage's length, not a wait
+/// for something to happen.
+const DOWN_FOR: Duration = Duration::from_secs(6);
 
 #[tokio::test]
 async fn a_hand_back_sent_while_the_log_is_down_is_heard_once_it_is_back() -> anyhow::Result<()> {
@@ -65,8 +69,8 @@ async fn a_hand_back_sent_while_the_log_is_down_is_heard_once_it_is_back() -> an
     // The server has recorded the delivery (and, on this test's file storage, keeps it across
     // its restart: the message is not simply handed out again when the server comes back).
     wait_until(Duration::from_secs(10), "the delivery recorded", || {
-        let reader = reader.clone();
-        async move { (reader.clone().info().await.ok()?.num_ack_pending == 1).then_some(()) }
+        let mut reader = reader.clone();
+        async move { (reader.info().await.ok()?.num_ack_pending == 1).then_some(()) }
     })
     .await?;
 
@@ -76,8 +80,7 @@ async fn a_hand_back_sent_while_the_log_is_down_is_heard_once_it_is_back() -> an
     })
     .await?;
     herald_log::hand_back::hand_back(message, Duration::from_secs(1));
-    // Its first sends are lost with the server (each waits out the request timeout).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(DOWN_FOR).await;
     cluster.restart(0)?;
     let restarted = Instant::now();
 
